@@ -1,0 +1,91 @@
+"""Our gymnasium -> TF-Agents bridge.
+
+TF-Agents 0.19 only speaks the old `gym` API, so this adapter maps the modern one:
+`terminated` ends an episode with discount 0 (a true terminal state), `truncated` ends
+it with the discount kept (the state still has a future, we just stopped looking),
+and seeding goes through `reset(seed=...)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tf_agents.environments import py_environment
+from tf_agents.specs import array_spec
+from tf_agents.trajectories import time_step as ts
+
+
+def space_to_spec(space: gym.Space, name: str) -> array_spec.ArraySpec:
+    """Converts a Box or Discrete space into a dtype-faithful bounded array spec."""
+    if isinstance(space, gym.spaces.Discrete):
+        low = int(space.start)
+        return array_spec.BoundedArraySpec(
+            shape=(), dtype=space.dtype, minimum=low, maximum=low + int(space.n) - 1, name=name
+        )
+    if isinstance(space, gym.spaces.Box):
+        return array_spec.BoundedArraySpec(
+            shape=space.shape, dtype=space.dtype, minimum=space.low, maximum=space.high, name=name
+        )
+    raise TypeError(
+        f"gymnasium space {space!r} is not supported by the bridge (only Box and Discrete); "
+        "wrap the environment so it exposes one of those"
+    )
+
+
+class GymnasiumEnvironment(py_environment.PyEnvironment):
+    """Presents one gymnasium env as a TF-Agents `PyEnvironment` (auto-resets after LAST)."""
+
+    def __init__(self, env: gym.Env, seed: int | None = None, discount: float = 1.0):
+        super().__init__(handle_auto_reset=True)
+        self._env = env
+        self._discount = np.asarray(discount, dtype=np.float32)
+        self._observation_spec = space_to_spec(env.observation_space, "observation")
+        self._action_spec = space_to_spec(env.action_space, "action")
+        self._obs_dtype = self._observation_spec.dtype
+        self._action_dtype = self._action_spec.dtype
+        self._next_seed = seed
+        self.last_info: dict[str, Any] = {}
+
+    @property
+    def gym_env(self) -> gym.Env:
+        return self._env
+
+    def observation_spec(self) -> array_spec.ArraySpec:
+        return self._observation_spec
+
+    def action_spec(self) -> array_spec.ArraySpec:
+        return self._action_spec
+
+    def seed(self, seed: int | None) -> None:
+        """Seeds the next reset; later resets continue the env's own RNG stream."""
+        self._next_seed = seed
+
+    def _observation(self, obs: Any) -> np.ndarray:
+        return np.asarray(obs, dtype=self._obs_dtype)
+
+    def _reset(self) -> ts.TimeStep:
+        obs, self.last_info = self._env.reset(seed=self._next_seed)
+        self._next_seed = None
+        return ts.restart(self._observation(obs))
+
+    def _step(self, action: Any) -> ts.TimeStep:
+        action = np.asarray(action, dtype=self._action_dtype)
+        if self._action_spec.shape == ():
+            action = action.item()
+        obs, reward, terminated, truncated, self.last_info = self._env.step(action)
+        obs = self._observation(obs)
+        reward = np.asarray(reward, dtype=np.float32)
+        if terminated:
+            return ts.termination(obs, reward)
+        if truncated:
+            return ts.truncation(obs, reward, self._discount)
+        return ts.transition(obs, reward, self._discount)
+
+    def render(self, mode: str = "rgb_array") -> Any:
+        # gymnasium fixes the render mode at construction; `mode` is kept for the TF-Agents API.
+        return self._env.render()
+
+    def close(self) -> None:
+        self._env.close()

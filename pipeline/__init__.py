@@ -1,0 +1,5 @@
+"""TF-Agents experiment pipeline: gin-configured collect-train-eval runs."""
+
+from pipeline import quiet
+
+quiet.apply()

@@ -1,0 +1,64 @@
+"""Greedy evaluation: N episodes played side by side, one policy call per step for all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from tf_agents.environments import batched_py_environment
+from tf_agents.policies import py_policy
+
+from envs.gym_bridge import GymnasiumEnvironment
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    returns: np.ndarray
+    lengths: np.ndarray
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "eval_return_mean": float(np.mean(self.returns)),
+            "eval_return_std": float(np.std(self.returns)),
+            "eval_return_min": float(np.min(self.returns)),
+            "eval_return_max": float(np.max(self.returns)),
+            "eval_length_mean": float(np.mean(self.lengths)),
+            "eval_episodes": int(len(self.returns)),
+        }
+
+
+class Evaluator:
+    """Plays one episode in each of its envs, reset with fixed seeds so evals are comparable.
+
+    Each evaluation starts every env from the same seed, so two evaluations of the same
+    weights give the same numbers and curves show changes in the policy, not in the draws.
+    """
+
+    def __init__(self, envs: Sequence[GymnasiumEnvironment], seeds: Sequence[int]):
+        if len(envs) != len(seeds):
+            raise ValueError("one seed per evaluation env")
+        self._envs = list(envs)
+        self._seeds = list(seeds)
+        self._batched = batched_py_environment.BatchedPyEnvironment(self._envs, multithreading=False)
+
+    def run(self, policy: py_policy.PyPolicy) -> EpisodeStats:
+        for env, seed in zip(self._envs, self._seeds):
+            env.seed(seed)
+        n = len(self._envs)
+        returns = np.zeros(n, np.float64)
+        lengths = np.zeros(n, np.int64)
+        running = np.ones(n, bool)
+        time_step = self._batched.reset()
+        policy_state = policy.get_initial_state(n)
+        while running.any():
+            action_step = policy.action(time_step, policy_state)
+            policy_state = action_step.state
+            time_step = self._batched.step(action_step.action)
+            returns[running] += time_step.reward[running]
+            lengths[running] += 1
+            running &= ~time_step.is_last()
+        return EpisodeStats(returns=returns, lengths=lengths)
+
+    def close(self) -> None:
+        self._batched.close()

@@ -1,0 +1,83 @@
+"""Where numbers go: metrics.jsonl (machine-readable), TensorBoard, and the progress line.
+
+metrics.jsonl holds only what the run computed (no wall-clock figures), so two runs with
+the same seed on the same machine write identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+
+class MetricsLog:
+    def __init__(self, root_dir: Path):
+        self._jsonl = open(root_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._writers = {
+            "train": tf.summary.create_file_writer(str(root_dir / "train")),
+            "eval": tf.summary.create_file_writer(str(root_dir / "eval")),
+        }
+
+    def record(self, row: dict[str, Any]) -> None:
+        self._jsonl.write(json.dumps(row, sort_keys=False) + "\n")
+        self._jsonl.flush()
+
+    def scalars(self, group: str, values: dict[str, float], env_steps: int) -> None:
+        with self._writers[group].as_default(step=env_steps):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+
+    def text(self, group: str, name: str, value: str, env_steps: int) -> None:
+        with self._writers[group].as_default(step=env_steps):
+            tf.summary.text(name, value)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        for writer in self._writers.values():
+            writer.close()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class Progress:
+    """Steps, steps/s over the recent window, ETA and the last evaluation, as one line."""
+
+    def __init__(self, total_env_steps: int, start_env_steps: int = 0):
+        self.total = total_env_steps
+        self._mark_time = self._start_time = time.monotonic()
+        self._mark_steps = self._start_steps = start_env_steps
+        self.rate = 0.0
+
+    def update(self, env_steps: int) -> float:
+        now = time.monotonic()
+        if now > self._mark_time and env_steps > self._mark_steps:
+            self.rate = (env_steps - self._mark_steps) / (now - self._mark_time)
+        self._mark_time, self._mark_steps = now, env_steps
+        return self.rate
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start_time
+
+    def line(self, env_steps: int, last_eval: float | None, extra: str = "") -> str:
+        done = env_steps - self._start_steps
+        overall = done / self.elapsed() if self.elapsed() > 0 else 0.0
+        eta = (self.total - env_steps) / overall if overall > 0 else float("nan")
+        eval_text = "n/a" if last_eval is None else f"{last_eval:.1f}"
+        eta_text = format_duration(eta) if eta == eta else "?"
+        parts = [
+            f"env steps {env_steps:,}/{self.total:,} ({100 * env_steps / self.total:.0f}%)",
+            f"{overall:,.0f} steps/s",
+            f"ETA {eta_text}",
+            f"last eval return {eval_text}",
+        ]
+        if extra:
+            parts.append(extra)
+        return " | ".join(parts)
