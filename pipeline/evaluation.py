@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from tf_agents.environments import batched_py_environment
 from tf_agents.policies import py_policy
+from tf_agents.trajectories.time_step import StepType
+from tf_agents.utils import nest_utils
 
 from envs.gym_bridge import GymnasiumEnvironment
 
@@ -40,7 +41,6 @@ class Evaluator:
             raise ValueError("one seed per evaluation env")
         self._envs = list(envs)
         self._seeds = list(seeds)
-        self._batched = batched_py_environment.BatchedPyEnvironment(self._envs, multithreading=False)
 
     def run(self, policy: py_policy.PyPolicy) -> EpisodeStats:
         for env, seed in zip(self._envs, self._seeds):
@@ -49,16 +49,20 @@ class Evaluator:
         returns = np.zeros(n, np.float64)
         lengths = np.zeros(n, np.int64)
         running = np.ones(n, bool)
-        time_step = self._batched.reset()
+        time_steps = [env.reset() for env in self._envs]
         policy_state = policy.get_initial_state(n)
         while running.any():
-            action_step = policy.action(time_step, policy_state)
+            batch = nest_utils.stack_nested_arrays(time_steps)
+            action_step = policy.action(batch, policy_state)
             policy_state = action_step.state
-            time_step = self._batched.step(action_step.action)
-            returns[running] += time_step.reward[running]
-            lengths[running] += 1
-            running &= ~time_step.is_last()
+            actions = np.asarray(action_step.action)
+            for i in np.flatnonzero(running):  # finished envs wait; their actions are ignored
+                time_steps[i] = self._envs[i].step(actions[i])
+                returns[i] += time_steps[i].reward
+                lengths[i] += 1
+                running[i] = time_steps[i].step_type != StepType.LAST
         return EpisodeStats(returns=returns, lengths=lengths)
 
     def close(self) -> None:
-        self._batched.close()
+        for env in self._envs:
+            env.close()

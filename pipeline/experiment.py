@@ -117,12 +117,13 @@ class Experiment:
         self._random_policy = random_tf_policy.RandomTFPolicy(
             self.train_env.time_step_spec(), self.train_env.action_spec()
         )
-        self._collect_fns: dict[tuple[str, int], Callable] = {}
+        self._collect_fns: dict[str, Callable] = {}
+        self._chunk = tf.Variable(0, dtype=tf.int32, trainable=False, name="collect_chunk")
         self._time_step = None
         self._greedy_policy = py_tf_eager_policy.PyTFEagerPolicy(
             self.agent.policy, use_tf_function=True, batch_time_steps=False
         )
-        self._train_fn = tf.function(self._train_updates)
+        self._train_fn = tf.function(self._train_updates, autograph=False)
 
     @staticmethod
     def _check_sizes(settings: dict) -> None:
@@ -145,21 +146,30 @@ class Experiment:
     # --- the pieces of one iteration -------------------------------------------------
 
     def _collect(self, policy, num_steps: int) -> None:
-        """Steps the train env `num_steps` times inside one tf.function (one per size)."""
-        key = (policy.name, num_steps)
-        if key not in self._collect_fns:
+        """Steps the train env `num_steps` times inside one tf.function per policy.
+
+        The step count lives in a variable the driver reads, so chunks of any size reuse
+        one traced graph instead of tracing a new one per size.
+        """
+        if policy.name not in self._collect_fns:
             driver = dynamic_step_driver.DynamicStepDriver(
-                self.train_env, policy, observers=self._observers, num_steps=num_steps
+                self.train_env, policy, observers=self._observers, num_steps=self._chunk
             )
-            self._collect_fns[key] = tf.function(driver.run)
-        self._time_step, _ = self._collect_fns[key](self._time_step)
+            self._collect_fns[policy.name] = tf.function(driver.run, autograph=False)
+        self._chunk.assign(num_steps)
+        self._time_step, _ = self._collect_fns[policy.name](self._time_step)
 
     def _train_updates(self, num_updates: tf.Tensor) -> tf.Tensor:
         """Runs `num_updates` sampled updates in one graph loop; returns their mean loss."""
-        total = tf.constant(0.0)
-        for _ in tf.range(num_updates):
+
+        def update(i, total):
             experience, _ = self.replay.get_next(sample_batch_size=self.batch_size, num_steps=2)
-            total += self.agent.train(experience).loss
+            return i + 1, total + self.agent.train(experience).loss
+
+        _, total = tf.while_loop(
+            lambda i, _: i < num_updates, update,
+            (tf.constant(0, num_updates.dtype), tf.constant(0.0)), parallel_iterations=1,
+        )
         return total / tf.maximum(tf.cast(num_updates, tf.float32), 1.0)
 
     def _updates_due(self, env_steps: int) -> int:
@@ -231,7 +241,7 @@ class Experiment:
                 self._record(log, last_eval, loss)
                 next_eval += self.eval_interval
             if progress.elapsed() - last_progress >= self.progress_interval_s:
-                last_progress = -math.inf
+                last_progress = progress.elapsed()
                 log.scalars("train", {
                     "epsilon": float(self.epsilon()),
                     "return_mean10": float(self.train_return.result()),
