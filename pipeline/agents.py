@@ -6,18 +6,18 @@ any agent class with the DQN constructor signature plugs in.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
-from tf_agents.agents.dqn import dqn_agent
 from tf_agents.networks import network
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
-# TF-Agents already registers DqnAgent and QNetwork; these are the pieces it leaves out.
-gin.external_configurable(dqn_agent.DdqnAgent, module="tf_agents")
+import gin
+
+# TF-Agents already registers DqnAgent, DdqnAgent and QNetwork; these are the pieces it
+# leaves out.
 gin.external_configurable(common.element_wise_huber_loss, module="tf_agents")
 gin.external_configurable(common.element_wise_squared_loss, module="tf_agents")
 gin.external_configurable(tf.keras.optimizers.Adam, module="tf.keras.optimizers")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from tf_agents.policies import py_policy
@@ -43,7 +43,7 @@ class Evaluator:
         self._seeds = list(seeds)
 
     def run(self, policy: py_policy.PyPolicy) -> EpisodeStats:
-        for env, seed in zip(self._envs, self._seeds):
+        for env, seed in zip(self._envs, self._seeds, strict=True):
             env.seed(seed)
         n = len(self._envs)
         returns = np.zeros(n, np.float64)

@@ -9,10 +9,9 @@ a fixed ratio of updates to environment steps, evaluate the greedy policy.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import gin
 import tensorflow as tf
 from absl import logging
 from tf_agents.agents.dqn import dqn_agent
@@ -24,6 +23,7 @@ from tf_agents.policies import py_tf_eager_policy, random_tf_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 
 import envs
+import gin
 from envs.errors import UserError
 from pipeline import agents, rundir
 from pipeline.evaluation import Evaluator
@@ -78,9 +78,7 @@ class Experiment:
         if deterministic:
             tf.config.experimental.enable_op_determinism()
 
-        self.train_env = tf_py_environment.TFPyEnvironment(
-            env_loader(seed=seed, training=True)
-        )
+        self.train_env = tf_py_environment.TFPyEnvironment(env_loader(seed=seed, training=True))
         self.evaluator = Evaluator(
             [env_loader(seed=None, training=False) for _ in range(eval_episodes)],
             seeds=[seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(eval_episodes)],
@@ -128,12 +126,19 @@ class Experiment:
     @staticmethod
     def _check_sizes(settings: dict) -> None:
         positive = (
-            "total_env_steps", "collect_steps_per_iteration", "train_steps_per_iteration",
-            "batch_size", "replay_capacity", "eval_interval", "eval_episodes",
+            "total_env_steps",
+            "collect_steps_per_iteration",
+            "train_steps_per_iteration",
+            "batch_size",
+            "replay_capacity",
+            "eval_interval",
+            "eval_episodes",
         )
         for name in positive:
             if settings[name] <= 0:
-                raise UserError(f"train.{name} must be positive, got {settings[name]}: fix the binding")
+                raise UserError(
+                    f"train.{name} must be positive, got {settings[name]}: fix the binding"
+                )
         if settings["initial_collect_steps"] < 0:
             raise UserError("train.initial_collect_steps must be >= 0: fix the binding")
         if settings["initial_collect_steps"] >= settings["total_env_steps"]:
@@ -167,8 +172,10 @@ class Experiment:
             return i + 1, total + self.agent.train(experience).loss
 
         _, total = tf.while_loop(
-            lambda i, _: i < num_updates, update,
-            (tf.constant(0, num_updates.dtype), tf.constant(0.0)), parallel_iterations=1,
+            lambda i, _: i < num_updates,
+            update,
+            (tf.constant(0, num_updates.dtype), tf.constant(0.0)),
+            parallel_iterations=1,
         )
         return total / tf.maximum(tf.cast(num_updates, tf.float32), 1.0)
 
@@ -178,14 +185,20 @@ class Experiment:
 
     def _evaluate(self, log: MetricsLog, env_steps: int) -> dict[str, float]:
         stats = self.evaluator.run(self._greedy_policy).summary()
-        log.scalars("eval", {
-            "return_mean": stats["eval_return_mean"],
-            "return_std": stats["eval_return_std"],
-            "episode_length_mean": stats["eval_length_mean"],
-        }, env_steps)
+        log.scalars(
+            "eval",
+            {
+                "return_mean": stats["eval_return_mean"],
+                "return_std": stats["eval_return_std"],
+                "episode_length_mean": stats["eval_length_mean"],
+            },
+            env_steps,
+        )
         logging.info(
             "eval at %s env steps: return %.1f +- %.1f over %d episodes",
-            f"{env_steps:,}", stats["eval_return_mean"], stats["eval_return_std"],
+            f"{env_steps:,}",
+            stats["eval_return_mean"],
+            stats["eval_return_std"],
             stats["eval_episodes"],
         )
         return stats
@@ -223,8 +236,11 @@ class Experiment:
         last_progress = -math.inf
         collect_policy = self.agent.collect_policy
         while (env_steps := int(self.env_steps.result())) < self.total_env_steps:
-            chunk = min(self.collect_steps_per_iteration, next_eval - env_steps,
-                        self.total_env_steps - env_steps)
+            chunk = min(
+                self.collect_steps_per_iteration,
+                next_eval - env_steps,
+                self.total_env_steps - env_steps,
+            )
             self._collect(collect_policy, chunk)
             env_steps = int(self.env_steps.result())
             updates = self._updates_due(env_steps) - int(self.train_step.numpy())
@@ -242,19 +258,30 @@ class Experiment:
                 next_eval += self.eval_interval
             if progress.elapsed() - last_progress >= self.progress_interval_s:
                 last_progress = progress.elapsed()
-                log.scalars("train", {
-                    "epsilon": float(self.epsilon()),
-                    "return_mean10": float(self.train_return.result()),
-                    "episode_length_mean10": float(self.train_length.result()),
-                    "steps_per_sec": progress.update(env_steps),
-                }, env_steps)
-                logging.info(progress.line(
-                    env_steps, last_eval.get("eval_return_mean"),
-                    f"loss {loss:.3g} | eps {float(self.epsilon()):.3f}" if loss is not None else "",
-                ))
+                log.scalars(
+                    "train",
+                    {
+                        "epsilon": float(self.epsilon()),
+                        "return_mean10": float(self.train_return.result()),
+                        "episode_length_mean10": float(self.train_length.result()),
+                        "steps_per_sec": progress.update(env_steps),
+                    },
+                    env_steps,
+                )
+                logging.info(
+                    progress.line(
+                        env_steps,
+                        last_eval.get("eval_return_mean"),
+                        f"loss {loss:.3g} | eps {float(self.epsilon()):.3f}"
+                        if loss is not None
+                        else "",
+                    )
+                )
         log.close()
         self.evaluator.close()
-        logging.info("done in %s", progress.line(self.total_env_steps, last_eval.get("eval_return_mean")))
+        logging.info(
+            "done in %s", progress.line(self.total_env_steps, last_eval.get("eval_return_mean"))
+        )
         return last_eval
 
 

@@ -10,9 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from envs.errors import UserError
 
@@ -71,7 +72,10 @@ def _git_revision() -> dict[str, Any]:
         ).stdout.strip()
 
     try:
-        return {"revision": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+        return {
+            "revision": git("rev-parse", "HEAD") or None,
+            "dirty": bool(git("status", "--porcelain")),
+        }
     except (OSError, subprocess.SubprocessError):
         return {"revision": None, "dirty": None}
 
@@ -87,8 +91,11 @@ def _versions() -> dict[str, str | None]:
 
 
 def run_info(seed: int, gin_files: Sequence[Path], gin_bindings: Sequence[str]) -> dict[str, Any]:
-    slurm = {k: v for k, v in os.environ.items() if k in (
-        "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME")}
+    slurm = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME")
+    }
     return {
         "command": [sys.executable, *sys.argv],
         "cwd": os.getcwd(),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import gin
 import tensorflow as tf
+
+import gin
 
 
 @gin.configurable

@@ -12,12 +12,16 @@ from envs.errors import UserError
 from pipeline import config, experiment, rundir
 
 flags.DEFINE_multi_string(
-    "gin_file", ["dqn_cartpole.gin"],
-    "Gin file: a path, or a bare name found in the repository's gin/ folder. Repeatable.")
+    "gin_file",
+    ["dqn_cartpole.gin"],
+    "Gin file: a path, or a bare name found in the repository's gin/ folder. Repeatable.",
+)
 flags.DEFINE_multi_string(
-    "gin_bindings", [], "Gin binding such as 'train.total_env_steps=20_000'. Repeatable.")
+    "gin_bindings", [], "Gin binding such as 'train.total_env_steps=20_000'. Repeatable."
+)
 flags.DEFINE_string(
-    "root_dir", None, "Run directory; default runs/<gin file>[-<bindings hash>]-s<seed>.")
+    "root_dir", None, "Run directory; default runs/<gin file>[-<bindings hash>]-s<seed>."
+)
 flags.DEFINE_bool("tf_logs", False, "Show TensorFlow's own start-up and C++ log lines.")
 FLAGS = flags.FLAGS
 
@@ -34,7 +38,9 @@ def main(argv: list[str]) -> None:
     try:
         gin_paths = config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
         seed = config.query("train.seed", 0)
-        root_dir = Path(FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed))
+        root_dir = Path(
+            FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed)
+        )
         run = experiment.Experiment(root_dir)
         rundir.prepare(root_dir)
     except UserError as error:
@@ -42,8 +48,10 @@ def main(argv: list[str]) -> None:
     experiment.write_run_files(root_dir, rundir.run_info(seed, gin_paths, FLAGS.gin_bindings))
     logging.info("run directory: %s", root_dir.resolve())
     final = run.run()
-    print(f"final eval return {final['eval_return_mean']:.1f} +- {final['eval_return_std']:.1f} "
-          f"over {final['eval_episodes']} episodes; run directory: {root_dir.resolve()}")
+    print(
+        f"final eval return {final['eval_return_mean']:.1f} +- {final['eval_return_std']:.1f} "
+        f"over {final['eval_episodes']} episodes; run directory: {root_dir.resolve()}"
+    )
 
 
 def run() -> None:

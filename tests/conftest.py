@@ -1,0 +1,53 @@
+"""Shared helpers: running the real CLI in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A run small enough for a test: a few thousand steps, few eval episodes.
+TINY_RUN = [
+    "train.total_env_steps=1_500",
+    "train.initial_collect_steps=200",
+    "train.collect_steps_per_iteration=100",
+    "train.train_steps_per_iteration=50",
+    "train.eval_interval=500",
+    "train.eval_episodes=3",
+    "QNetwork.fc_layer_params=(32,)",
+]
+
+
+def train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_TF_LOGS"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def bindings(*items: str) -> list[str]:
+    return [f"--gin_bindings={item}" for item in items]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One tiny CartPole run shared by the tests that only inspect its outputs."""
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    result = train_cli(*bindings(*TINY_RUN), f"--root_dir={run_dir}", cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return run_dir
