@@ -1,0 +1,60 @@
+"""Small pieces: schedules, the evaluator's bookkeeping, default run directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from tf_agents.policies import py_policy
+from tf_agents.trajectories import policy_step
+
+import envs
+from pipeline.evaluation import Evaluator
+from pipeline.rundir import default_root_dir
+from pipeline.schedules import LinearSchedule
+
+
+def test_linear_schedule_decays_then_holds():
+    schedule = LinearSchedule(start=1.0, end=0.1, decay_steps=100)
+    values = [float(schedule(step)) for step in (0, 50, 100, 10_000)]
+    assert values == pytest.approx([1.0, 0.55, 0.1, 0.1])
+
+
+class AlwaysLeft(py_policy.PyPolicy):
+    def __init__(self, env):
+        super().__init__(env.time_step_spec(), env.action_spec())
+
+    def _action(self, time_step, policy_state):
+        n = time_step.observation.shape[0]
+        return policy_step.PolicyStep(np.zeros(n, np.int64), policy_state, ())
+
+
+def direct_gymnasium_episode(seed: int) -> tuple[float, int]:
+    env = gym.make("CartPole-v1")
+    env.reset(seed=seed)
+    total, length, done = 0.0, 0, False
+    while not done:
+        _, reward, terminated, truncated, _ = env.step(0)
+        total, length, done = total + reward, length + 1, terminated or truncated
+    return total, length
+
+
+def test_evaluator_matches_direct_gymnasium_episodes_and_repeats():
+    seeds = [11, 12, 13]
+    evaluator = Evaluator([envs.load_gymnasium("CartPole-v1") for _ in seeds], seeds)
+    policy = AlwaysLeft(envs.load_gymnasium("CartPole-v1"))
+    first, second = evaluator.run(policy), evaluator.run(policy)
+    expected = [direct_gymnasium_episode(s) for s in seeds]
+    np.testing.assert_array_equal(first.returns, [r for r, _ in expected])
+    np.testing.assert_array_equal(first.lengths, [n for _, n in expected])
+    np.testing.assert_array_equal(first.returns, second.returns)
+
+
+def test_default_root_dir_is_stable_and_depends_on_settings():
+    base = default_root_dir(["dqn_cartpole.gin"], [], 0)
+    assert base == Path("runs/dqn_cartpole-s0")
+    tuned = default_root_dir(["dqn_cartpole.gin"], ["Adam.learning_rate=1e-3"], 2)
+    assert tuned == default_root_dir(["dqn_cartpole.gin"], ["Adam.learning_rate=1e-3"], 2)
+    assert tuned.name.startswith("dqn_cartpole-") and tuned.name.endswith("-s2") and tuned != base
