@@ -22,6 +22,7 @@ gin.external_configurable(common.element_wise_huber_loss, module="tf_agents")
 gin.external_configurable(common.element_wise_squared_loss, module="tf_agents")
 gin.external_configurable(tf.keras.optimizers.Adam, module="tf.keras.optimizers")
 gin.external_configurable(tf.keras.optimizers.RMSprop, module="tf.keras.optimizers")
+gin.external_configurable(tf.keras.initializers.VarianceScaling, module="tf.keras.initializers")
 
 
 def build_dqn_family(

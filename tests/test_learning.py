@@ -20,6 +20,6 @@ def test_dqn_cartpole_learns_within_10k_steps(tmp_path: Path):
     rows = read_metrics(run_dir)
     assert rows[0]["env_steps"] == 0 and rows[0]["eval_return_mean"] < 2 * RANDOM_POLICY_RETURN
     best = max(r["eval_return_mean"] for r in rows[1:])
-    # Across seeds 0-4 the best evaluation in the first 10k steps was 120-260 (mean of 20).
+    # Across seeds 0-4 the best evaluation in the first 10k steps was 135-297 (mean of 20).
     assert best >= 100, [r["eval_return_mean"] for r in rows]
     assert "final eval return" in result.stdout
