@@ -22,7 +22,13 @@ gin.external_configurable(common.element_wise_huber_loss, module="tf_agents")
 gin.external_configurable(common.element_wise_squared_loss, module="tf_agents")
 gin.external_configurable(tf.keras.optimizers.Adam, module="tf.keras.optimizers")
 gin.external_configurable(tf.keras.optimizers.RMSprop, module="tf.keras.optimizers")
-gin.external_configurable(tf.keras.initializers.VarianceScaling, module="tf.keras.initializers")
+# The TF1 initializer draws new values on every call; a Keras 2.15 initializer instance shared
+# by several layers (as a gin-bound one is) gives every same-shaped layer identical weights.
+gin.external_configurable(
+    tf.compat.v1.variance_scaling_initializer,
+    name="variance_scaling_initializer",
+    module="tf.compat.v1",
+)
 
 
 def build_dqn_family(

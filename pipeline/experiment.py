@@ -203,7 +203,7 @@ class Experiment:
         )
         return stats
 
-    def _record(self, log: MetricsLog, stats: dict[str, float], loss: float | None) -> None:
+    def _record(self, log: MetricsLog, stats: dict[str, float], loss: float | None) -> dict:
         row = {
             "env_steps": int(self.env_steps.result()),
             "train_steps": int(self.train_step.numpy()),
@@ -214,21 +214,23 @@ class Experiment:
             "epsilon": float(self.epsilon()),
         }
         log.record(row)
+        return row
 
     # --- the loop ------------------------------------------------------------------
 
-    def run(self) -> dict[str, float]:
-        """Trains to `total_env_steps`; returns the last evaluation's summary."""
+    def run(self) -> list[dict]:
+        """Trains to `total_env_steps`; returns the metrics.jsonl rows it wrote."""
         log = MetricsLog(self.root_dir)
         first_iteration = True
         progress = Progress(self.total_env_steps)
         self._time_step = self.train_env.reset()
         last_eval: dict[str, float] = {}
+        rows: list[dict] = []
         loss: float | None = None
 
         if self.eval_at_start:
             last_eval = self._evaluate(log, 0)
-            self._record(log, last_eval, loss)
+            rows.append(self._record(log, last_eval, loss))
         if self.initial_collect_steps:
             self._collect(self._random_policy, self.initial_collect_steps)
 
@@ -254,7 +256,7 @@ class Experiment:
 
             if env_steps >= next_eval or env_steps >= self.total_env_steps:
                 last_eval = self._evaluate(log, env_steps)
-                self._record(log, last_eval, loss)
+                rows.append(self._record(log, last_eval, loss))
                 next_eval += self.eval_interval
             if progress.elapsed() - last_progress >= self.progress_interval_s:
                 last_progress = progress.elapsed()
@@ -282,7 +284,7 @@ class Experiment:
         logging.info(
             "done in %s", progress.line(self.total_env_steps, last_eval.get("eval_return_mean"))
         )
-        return last_eval
+        return rows
 
 
 def write_run_files(root_dir: Path, info: dict) -> None:
