@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import difflib
 
+import gin
 import gymnasium as gym
 
-import gin
 from envs.errors import UnknownEnvError
 from envs.gym_bridge import GymnasiumEnvironment
 

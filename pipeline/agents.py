@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.networks import network
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
-
-import gin
 
 # TF-Agents already registers DqnAgent, DdqnAgent and QNetwork; these are the pieces it
 # leaves out.

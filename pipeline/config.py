@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import gin
+
 from envs.errors import UserError
 
 REPO_GIN_DIR = Path(__file__).resolve().parents[1] / "gin"

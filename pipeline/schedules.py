@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 import gin
+import tensorflow as tf
 
 
 @gin.configurable

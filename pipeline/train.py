@@ -47,10 +47,12 @@ def main(argv: list[str]) -> None:
         fail(str(error).splitlines()[0])
     experiment.write_run_files(root_dir, rundir.run_info(seed, gin_paths, FLAGS.gin_bindings))
     logging.info("run directory: %s", root_dir.resolve())
-    final = run.run()
+    rows = run.run()
+    final, best = rows[-1], max(rows, key=lambda row: row["eval_return_mean"])
     print(
         f"final eval return {final['eval_return_mean']:.1f} +- {final['eval_return_std']:.1f} "
-        f"over {final['eval_episodes']} episodes; run directory: {root_dir.resolve()}"
+        f"over {final['eval_episodes']} episodes (best {best['eval_return_mean']:.1f} at "
+        f"{best['env_steps']:,} env steps); run directory: {root_dir.resolve()}"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gin
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from tf_agents.policies import py_policy
 from tf_agents.trajectories import policy_step
 
 import envs
+from pipeline import config, experiment
 from pipeline.evaluation import Evaluator
 from pipeline.rundir import default_root_dir
 from pipeline.schedules import LinearSchedule
@@ -58,3 +60,18 @@ def test_default_root_dir_is_stable_and_depends_on_settings():
     tuned = default_root_dir(["dqn_cartpole.gin"], ["Adam.learning_rate=1e-3"], 2)
     assert tuned == default_root_dir(["dqn_cartpole.gin"], ["Adam.learning_rate=1e-3"], 2)
     assert tuned.name.startswith("dqn_cartpole-") and tuned.name.endswith("-s2") and tuned != base
+
+
+def test_cartpole_network_layers_get_fresh_pytorch_style_weights():
+    """One gin-bound initializer serves every layer; each must still draw its own weights."""
+    try:
+        config.parse(["dqn_cartpole.gin"], ["QNetwork.fc_layer_params=(256, 256, 256)"])
+        agent = experiment.Experiment("unused-root").agent
+    finally:
+        gin.clear_config()
+    kernels = [v.numpy() for v in agent._q_network.trainable_variables if "kernel" in v.name]
+    assert [k.shape for k in kernels] == [(4, 256), (256, 256), (256, 256), (256, 2)]
+    assert not np.array_equal(kernels[1], kernels[2])
+    for kernel in kernels[:3]:  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch's nn.Linear
+        bound = 1 / np.sqrt(kernel.shape[0])
+        assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound

@@ -52,18 +52,28 @@ def main() -> None:
 
     eval_env = gym.make("CartPole-v1")
     stop = StopTrainingOnRewardThreshold(reward_threshold=args.threshold, verbose=0)
-    evaluation = EvalCallback(eval_env, n_eval_episodes=20, eval_freq=2_500,
-                              deterministic=True, callback_on_new_best=stop, verbose=0)
+    evaluation = EvalCallback(
+        eval_env,
+        n_eval_episodes=20,
+        eval_freq=2_500,
+        deterministic=True,
+        callback_on_new_best=stop,
+        verbose=0,
+    )
     model = DQN("MlpPolicy", gym.make("CartPole-v1"), seed=args.seed, verbose=0, **ZOO_CARTPOLE)
     model.learn(total_timesteps=args.budget, callback=evaluation)
     solved = evaluation.best_mean_reward >= args.threshold
-    print(json.dumps({
-        "seed": args.seed,
-        "solved": bool(solved),
-        "steps_to_solve": int(model.num_timesteps) if solved else None,
-        "wall_to_solve_s": round(time.time() - START, 1) if solved else None,
-        "best_return": float(evaluation.best_mean_reward),
-    }))
+    print(
+        json.dumps(
+            {
+                "seed": args.seed,
+                "solved": bool(solved),
+                "steps_to_solve": int(model.num_timesteps) if solved else None,
+                "wall_to_solve_s": round(time.time() - START, 1) if solved else None,
+                "best_return": float(evaluation.best_mean_reward),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
