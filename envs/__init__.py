@@ -1,11 +1,25 @@
 """Environments for the pipeline: the gymnasium -> TF-Agents bridge and its loaders.
 
-This package knows nothing of agents; it turns gymnasium ids into TF-Agents
+This package knows nothing of agents; it turns gymnasium ids and Atari games into TF-Agents
 `PyEnvironment`s with faithful specs and episode-end semantics.
 """
 
+from envs.atari import AtariDqnPreprocessing, load_atari, resolve_game
+from envs.atari_vector import AtariBatchedEnvironment
 from envs.errors import UnknownEnvError, UserError
+from envs.frame_stack import FrameStacker
 from envs.gym_bridge import GymnasiumEnvironment
 from envs.loader import check_env_id, load_gymnasium
 
-__all__ = ["GymnasiumEnvironment", "UnknownEnvError", "UserError", "check_env_id", "load_gymnasium"]
+__all__ = [
+    "AtariBatchedEnvironment",
+    "AtariDqnPreprocessing",
+    "FrameStacker",
+    "GymnasiumEnvironment",
+    "UnknownEnvError",
+    "UserError",
+    "check_env_id",
+    "load_atari",
+    "load_gymnasium",
+    "resolve_game",
+]
