@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import gin
 import tensorflow as tf
 from absl import logging
 from tf_agents.agents.dqn import dqn_agent
@@ -19,15 +20,14 @@ from tf_agents.drivers import dynamic_step_driver
 from tf_agents.environments import tf_py_environment
 from tf_agents.metrics import tf_metrics
 from tf_agents.networks import q_network
-from tf_agents.policies import py_tf_eager_policy, random_tf_policy
-from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.policies import epsilon_greedy_policy, py_tf_eager_policy, random_tf_policy
 
 import envs
-import gin
 from envs.errors import UserError
-from pipeline import agents, rundir
+from pipeline import agents, networks, rundir  # noqa: F401 (networks: gin names)
 from pipeline.evaluation import Evaluator
 from pipeline.metrics import MetricsLog, Progress
+from pipeline.replay import UniformReplay
 from pipeline.schedules import LinearSchedule
 
 EVAL_SEED_OFFSET = 1_000_003  # keeps eval resets apart from the training env's seed
@@ -50,10 +50,12 @@ class Experiment:
         collect_steps_per_iteration: int = 1,
         train_steps_per_iteration: int = 1,
         batch_size: int = 64,
+        replay: Callable = UniformReplay,
         replay_capacity: int = 100_000,
         eval_interval: int = 5_000,
         eval_episodes: int = 10,
         eval_at_start: bool = True,
+        eval_epsilon: float = 0.0,
         progress_interval_s: float = 10.0,
         deterministic: bool = True,
     ):
@@ -100,10 +102,11 @@ class Experiment:
             epsilon=self.epsilon,
             train_step_counter=self.train_step,
         )
-        self.replay = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+        self.replay = replay(
             data_spec=self.agent.collect_data_spec,
             batch_size=self.train_env.batch_size,
-            max_length=replay_capacity,
+            capacity=replay_capacity,
+            seed=seed,
         )
         self._observers = [
             self.replay.add_batch,
@@ -118,10 +121,13 @@ class Experiment:
         self._collect_fns: dict[str, Callable] = {}
         self._chunk = tf.Variable(0, dtype=tf.int32, trainable=False, name="collect_chunk")
         self._time_step = None
-        self._greedy_policy = py_tf_eager_policy.PyTFEagerPolicy(
-            self.agent.policy, use_tf_function=True, batch_time_steps=False
+        eval_policy = self.agent.policy
+        if eval_epsilon > 0:  # Atari protocols evaluate with a little noise (see their gin)
+            eval_policy = epsilon_greedy_policy.EpsilonGreedyPolicy(eval_policy, eval_epsilon)
+        self._eval_policy = py_tf_eager_policy.PyTFEagerPolicy(
+            eval_policy, use_tf_function=True, batch_time_steps=False
         )
-        self._train_fn = tf.function(self._train_updates, autograph=False)
+        self.train_updates = tf.function(self._train_updates, autograph=False)
 
     @staticmethod
     def _check_sizes(settings: dict) -> None:
@@ -139,6 +145,11 @@ class Experiment:
                 raise UserError(
                     f"train.{name} must be positive, got {settings[name]}: fix the binding"
                 )
+        if not 0.0 <= settings["eval_epsilon"] <= 1.0:
+            raise UserError(
+                f"train.eval_epsilon must be in [0, 1], got {settings['eval_epsilon']}: "
+                "fix the binding"
+            )
         if settings["initial_collect_steps"] < 0:
             raise UserError("train.initial_collect_steps must be >= 0: fix the binding")
         if settings["initial_collect_steps"] >= settings["total_env_steps"]:
@@ -164,12 +175,15 @@ class Experiment:
         self._chunk.assign(num_steps)
         self._time_step, _ = self._collect_fns[policy.name](self._time_step)
 
+    def collect_random(self, num_steps: int) -> None:
+        """Steps the train env with the uniform-random policy (the initial collection)."""
+        self._collect(self._random_policy, num_steps)
+
     def _train_updates(self, num_updates: tf.Tensor) -> tf.Tensor:
         """Runs `num_updates` sampled updates in one graph loop; returns their mean loss."""
 
         def update(i, total):
-            experience, _ = self.replay.get_next(sample_batch_size=self.batch_size, num_steps=2)
-            return i + 1, total + self.agent.train(experience).loss
+            return i + 1, total + self.agent.train(self.replay.sample(self.batch_size)).loss
 
         _, total = tf.while_loop(
             lambda i, _: i < num_updates,
@@ -184,7 +198,7 @@ class Experiment:
         return math.floor(learning_steps * self.updates_per_env_step + 1e-9)
 
     def _evaluate(self, log: MetricsLog, env_steps: int) -> dict[str, float]:
-        stats = self.evaluator.run(self._greedy_policy).summary()
+        stats = self.evaluator.run(self._eval_policy).summary()
         log.scalars(
             "eval",
             {
@@ -232,7 +246,7 @@ class Experiment:
             last_eval = self._evaluate(log, 0)
             rows.append(self._record(log, last_eval, loss))
         if self.initial_collect_steps:
-            self._collect(self._random_policy, self.initial_collect_steps)
+            self.collect_random(self.initial_collect_steps)
 
         next_eval = (int(self.env_steps.result()) // self.eval_interval + 1) * self.eval_interval
         last_progress = -math.inf
@@ -247,7 +261,7 @@ class Experiment:
             env_steps = int(self.env_steps.result())
             updates = self._updates_due(env_steps) - int(self.train_step.numpy())
             if updates > 0:
-                loss = float(self._train_fn(tf.constant(updates, tf.int64)))
+                loss = float(self.train_updates(tf.constant(updates, tf.int64)))
                 log.scalars("train", {"loss": loss}, env_steps)
             if first_iteration:  # every configurable has now been called at least once
                 first_iteration = False
