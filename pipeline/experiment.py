@@ -247,6 +247,7 @@ class Experiment:
             rows.append(self._record(log, last_eval, loss))
         if self.initial_collect_steps:
             self.collect_random(self.initial_collect_steps)
+            progress.update(int(self.env_steps.result()))  # rates from here on: learning
 
         next_eval = (int(self.env_steps.result()) // self.eval_interval + 1) * self.eval_interval
         last_progress = -math.inf
@@ -296,7 +297,8 @@ class Experiment:
         log.close()
         self.evaluator.close()
         logging.info(
-            "done in %s", progress.line(self.total_env_steps, last_eval.get("eval_return_mean"))
+            "done in %s",
+            progress.line(self.total_env_steps, last_eval.get("eval_return_mean"), overall=True),
         )
         return rows
 

@@ -66,15 +66,24 @@ class Progress:
     def elapsed(self) -> float:
         return time.monotonic() - self._start_time
 
-    def line(self, env_steps: int, last_eval: float | None, extra: str = "") -> str:
+    def line(
+        self, env_steps: int, last_eval: float | None, extra: str = "", overall: bool = False
+    ) -> str:
+        """The progress line; steps/s and ETA from the recent window unless `overall`.
+
+        The recent window matters: a run's random initial collection is 10x faster than
+        its learning phase, and an average over both would promise far too early an end.
+        """
         done = env_steps - self._start_steps
-        overall = done / self.elapsed() if self.elapsed() > 0 else 0.0
-        eta = (self.total - env_steps) / overall if overall > 0 else float("nan")
+        rate = done / self.elapsed() if self.elapsed() > 0 else 0.0
+        if not overall and self.rate > 0:
+            rate = self.rate
+        eta = (self.total - env_steps) / rate if rate > 0 else float("nan")
         eval_text = "n/a" if last_eval is None else f"{last_eval:.1f}"
         eta_text = format_duration(eta) if eta == eta else "?"
         parts = [
             f"env steps {env_steps:,}/{self.total:,} ({100 * env_steps / self.total:.0f}%)",
-            f"{overall:,.0f} steps/s",
+            f"{rate:,.0f} steps/s",
             f"ETA {eta_text}",
             f"last eval return {eval_text}",
         ]

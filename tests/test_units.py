@@ -12,7 +12,7 @@ from tf_agents.policies import py_policy
 from tf_agents.trajectories import policy_step
 
 import envs
-from pipeline import config, experiment
+from pipeline import config, experiment, metrics
 from pipeline.evaluation import Evaluator
 from pipeline.rundir import default_root_dir
 from pipeline.schedules import LinearSchedule
@@ -75,3 +75,16 @@ def test_cartpole_network_layers_get_fresh_pytorch_style_weights():
     for kernel in kernels[:3]:  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch's nn.Linear
         bound = 1 / np.sqrt(kernel.shape[0])
         assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound
+
+
+def test_progress_eta_follows_the_recent_rate_not_the_fast_random_start(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(metrics.time, "monotonic", lambda: now[0])
+    progress = metrics.Progress(total_env_steps=110_000)
+    now[0] = 10.0
+    progress.update(50_000)  # the random collection ran at 5,000 steps/s
+    now[0] = 20.0
+    assert progress.update(51_000) == 100.0  # learning runs at 100 steps/s
+    line = progress.line(51_000, None)
+    assert "100 steps/s" in line and "ETA 0:09:50" in line, line
+    assert "2,550 steps/s" in progress.line(51_000, None, overall=True)
