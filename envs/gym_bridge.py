@@ -8,6 +8,7 @@ and seeding goes through `reset(seed=...)`.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import gymnasium as gym
@@ -90,6 +91,27 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         if truncated:  # cut off by a time limit: the state's future still counts
             return ts.TimeStep(_LAST, reward, self._discount, obs)
         return ts.TimeStep(_MID, reward, self._discount, obs)
+
+    def get_state(self) -> bytes | None:
+        """Everything needed to continue exactly here (wrappers, RNG, episode position).
+
+        None when the gymnasium env cannot be pickled (ALE's emulator handle, for one): the
+        caller then starts a new episode instead.
+        """
+        try:
+            env = pickle.dumps(self._env)
+        except (TypeError, AttributeError, pickle.PicklingError):
+            return None
+        state = {"env": env, "next_seed": self._next_seed, "time_step": self._current_time_step}
+        return pickle.dumps(state)
+
+    def set_state(self, state: bytes) -> None:
+        """Restores `get_state()`'s result; the next `step` continues that episode."""
+        saved = pickle.loads(state)
+        old, self._env = self._env, pickle.loads(saved["env"])
+        old.close()
+        self._next_seed = saved["next_seed"]
+        self._current_time_step = saved["time_step"]
 
     def render(self, mode: str = "rgb_array") -> Any:
         # gymnasium fixes the render mode at construction; `mode` is kept for the TF-Agents API.

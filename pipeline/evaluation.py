@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +42,10 @@ class Evaluator:
         self._envs = list(envs)
         self._seeds = list(seeds)
 
-    def run(self, policy: py_policy.PyPolicy) -> EpisodeStats:
+    def run(
+        self, policy: py_policy.PyPolicy, should_stop: Callable[[], bool] = lambda: False
+    ) -> EpisodeStats | None:
+        """Plays the episodes; None if `should_stop()` turned true first (a pre-emption)."""
         for env, seed in zip(self._envs, self._seeds, strict=True):
             env.seed(seed)
         n = len(self._envs)
@@ -52,6 +55,8 @@ class Evaluator:
         time_steps = [env.reset() for env in self._envs]
         policy_state = policy.get_initial_state(n)
         while running.any():
+            if should_stop():
+                return None
             batch = nest_utils.stack_nested_arrays(time_steps)
             action_step = policy.action(batch, policy_state)
             policy_state = action_step.state

@@ -7,15 +7,91 @@ the same seed on the same machine write identical files.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
+from pipeline import rundir
+
+GROUPS = ("train", "eval")
+
+
+def read_rows(root_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows; a torn last line (a killed writer) is skipped."""
+    path = Path(root_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def _truncate_jsonl(root_dir: Path, keep_until: int) -> None:
+    rows = [row for row in read_rows(root_dir) if row["env_steps"] <= keep_until]
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    rundir.atomic_write_text(root_dir / "metrics.jsonl", text)
+
+
+def _events(path: Path):
+    try:
+        yield from tf.compat.v1.train.summary_iterator(str(path))
+    except tf.errors.DataLossError:  # the torn tail of a killed writer
+        return
+
+
+def _truncate_events(directory: Path, keep_until: int) -> None:
+    """Rewrites a TensorBoard folder as one file of the events at steps <= `keep_until`.
+
+    The merged file keeps the first file's timestamp in its name, so TensorBoard (which
+    reads files in name order) sees it before anything the resumed run writes: curves
+    continue with no repeated steps.
+    """
+    old = sorted(directory.glob("events.out.tfevents.*"))
+    if not old:
+        return
+    seen, kept = set(), []
+    for path in old:
+        for event in _events(path):
+            if event.HasField("file_version"):
+                key = ("file_version",)
+            elif event.HasField("summary") and event.step <= keep_until:
+                key = (event.step, tuple(v.tag for v in event.summary.value))
+            else:
+                continue
+            if key not in seen:
+                seen.add(key)
+                kept.append(event)
+    stamp = old[0].name.split(".")[3]
+    merged = directory / f"events.out.tfevents.{stamp}.merged"
+    tmp = directory / ".merged.tmp"
+    with tf.io.TFRecordWriter(str(tmp)) as writer:
+        for event in kept:
+            writer.write(event.SerializeToString())
+    os.replace(tmp, merged)
+    for path in old:
+        if path != merged:
+            path.unlink()
+
 
 class MetricsLog:
-    def __init__(self, root_dir: Path):
+    """Appends rows to metrics.jsonl and scalars to TensorBoard.
+
+    With `keep_until` (a resume), everything logged after that env step by an earlier
+    process (work the checkpoint does not hold) is dropped first, so both stay continuous.
+    """
+
+    def __init__(self, root_dir: Path, keep_until: int | None = None):
+        if keep_until is not None:
+            _truncate_jsonl(root_dir, keep_until)
+            for group in GROUPS:
+                _truncate_events(root_dir / group, keep_until)
         self._jsonl = open(root_dir / "metrics.jsonl", "a", encoding="utf-8")
         self._writers = {
             "train": tf.summary.create_file_writer(str(root_dir / "train")),
@@ -34,6 +110,12 @@ class MetricsLog:
     def text(self, group: str, name: str, value: str, env_steps: int) -> None:
         with self._writers[group].as_default(step=env_steps):
             tf.summary.text(name, value)
+
+    def flush(self) -> None:
+        self._jsonl.flush()
+        os.fsync(self._jsonl.fileno())
+        for writer in self._writers.values():
+            writer.flush()
 
     def close(self) -> None:
         self._jsonl.close()

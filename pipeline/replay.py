@@ -19,6 +19,7 @@ can use, and raise a one-line `UserError` otherwise.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,22 @@ class Replay(Protocol):
     def num_transitions(self) -> int:
         """Items currently held, over all lanes."""
         ...
+
+    def save(self, directory: Path, contents: bool) -> None:
+        """Writes the sampling RNG and, if `contents`, every stored item into `directory`."""
+        ...
+
+    def restore(self, directory: Path) -> bool:
+        """Reads what `save` wrote; returns whether the contents came back."""
+        ...
+
+
+def _write_replay_info(directory: Path, info: dict[str, Any]) -> None:
+    (directory / "replay.json").write_text(json.dumps(info) + "\n")
+
+
+def _read_replay_info(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "replay.json").read_text())
 
 
 # --- memory pre-flight ------------------------------------------------------------------
@@ -179,9 +196,9 @@ def _spec_bytes(spec: Any) -> int:
 class UniformReplay:
     """TF-Agents' `TFUniformReplayBuffer`, `capacity // batch_size` items per lane.
 
-    Samples with `get_next(n, num_steps=2)`, which is deterministic under op determinism
-    (`as_dataset`'s prefetching is not). Its random draws follow TF's global seed (set by the
-    loop), so `seed` is accepted only for interface parity. Boundary pairs (LAST -> FIRST) are
+    Samples pairs as `get_next(n, num_steps=2)` does, but draws the rows from a seeded
+    `tf.random.Generator`: `get_next` uses stateful random ops whose position a checkpoint
+    cannot hold, so a resumed run would sample differently. Boundary pairs (LAST -> FIRST) are
     sampled too; DqnAgent gives them zero weight.
     """
 
@@ -195,6 +212,7 @@ class UniformReplay:
         self.buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
             data_spec=data_spec, batch_size=batch_size, max_length=per_lane
         )
+        self._rng = tf.random.Generator.from_seed(seed)
 
     def add_batch(self, trajectory: Trajectory) -> tf.Tensor:
         op = self.buffer.add_batch(trajectory)
@@ -202,11 +220,32 @@ class UniformReplay:
             return tf.identity(self.buffer.num_frames())
 
     def sample(self, sample_batch_size: int) -> Trajectory:
-        experience, _ = self.buffer.get_next(sample_batch_size=sample_batch_size, num_steps=2)
-        return experience
+        buffer, length = self.buffer, self.buffer._max_length
+        low, high = tf_uniform_replay_buffer._valid_range_ids(
+            buffer._get_last_id(), length, num_steps=2
+        )
+        with tf.control_dependencies(
+            [tf.debugging.assert_greater(high, low, message="the replay buffer is empty")]
+        ):
+            ids = self._rng.uniform([sample_batch_size], low, high, dtype=tf.int64)
+        lanes = self._rng.uniform([sample_batch_size], 0, self.batch_size, dtype=tf.int64)
+        rows = tf.math.mod(ids[:, None] + tf.range(2, dtype=tf.int64), length)
+        return buffer._data_table.read(rows + lanes[:, None] * length)
 
     def num_transitions(self) -> int:
         return int(self.buffer.num_frames())
+
+    def _checkpoint(self, contents: bool) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(rng=self._rng, **({"buffer": self.buffer} if contents else {}))
+
+    def save(self, directory: Path, contents: bool) -> None:
+        self._checkpoint(contents).write(str(directory / "uniform_replay"))
+        _write_replay_info(directory, {"contents": contents})
+
+    def restore(self, directory: Path) -> bool:
+        contents = bool(_read_replay_info(directory)["contents"])
+        self._checkpoint(contents).read(str(directory / "uniform_replay")).assert_consumed()
+        return contents
 
 
 # --- frame-stack store ------------------------------------------------------------------
@@ -449,6 +488,34 @@ class FrameStackReplay:
     def sample_numpy(self, sample_batch_size: int) -> Trajectory:
         """`sample` for NumPy callers: a Trajectory of `[n, 2, ...]` arrays."""
         return tf.nest.pack_sequence_as(self.data_spec, self._sample_flat(sample_batch_size))
+
+    def save(self, directory: Path, contents: bool) -> None:
+        """One .npy file per array, only the filled part of each ring; RNG state as JSON."""
+        with self._lock:
+            filled = min(self._count, self.per_lane)
+            if contents:
+                np.save(directory / "frames.npy", self._frames[:, :filled])
+                for i, array in enumerate(self._fields):
+                    if array is not None:
+                        np.save(directory / f"field_{i}.npy", array[:, :filled])
+            info = {"contents": contents, "count": self._count, "per_lane": self.per_lane}
+            _write_replay_info(directory, {**info, "rng": self._rng.bit_generator.state})
+
+    def restore(self, directory: Path) -> bool:
+        info = _read_replay_info(directory)
+        with self._lock:
+            self._rng.bit_generator.state = info["rng"]
+            if not info["contents"]:
+                return False
+            if info["per_lane"] != self.per_lane:
+                raise ValueError(f"replay ring of {info['per_lane']} items, now {self.per_lane}")
+            filled = min(info["count"], self.per_lane)
+            self._frames[:, :filled] = np.load(directory / "frames.npy", mmap_mode="r")
+            for i, array in enumerate(self._fields):
+                if array is not None:
+                    array[:, :filled] = np.load(directory / f"field_{i}.npy", mmap_mode="r")
+            self._count = info["count"]
+        return True
 
     def sample(self, sample_batch_size: int | tf.Tensor) -> Trajectory:
         """In-graph sampling (tf.function, tf.while_loop): `[n, 2, ...]` tensors, spec dtypes.

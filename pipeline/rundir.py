@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -42,17 +43,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def holds_run(root_dir: Path) -> bool:
+    return any((Path(root_dir) / marker).exists() for marker in RUN_MARKERS)
+
+
 def prepare(root_dir: Path) -> Path:
-    """Creates the run directory, refusing one that already holds a run."""
+    """Creates the run directory (or reuses it, to resume) and checks it is writable."""
     root_dir = Path(root_dir)
     if root_dir.exists() and not root_dir.is_dir():
         raise UserError(f"--root_dir {root_dir} is a file, not a directory: choose another path")
-    existing = [m for m in RUN_MARKERS if (root_dir / m).exists()]
-    if existing:
-        raise UserError(
-            f"--root_dir {root_dir} already holds a run ({', '.join(existing)}); resuming is not "
-            "supported yet: choose a new --root_dir or remove the old one"
-        )
     try:
         root_dir.mkdir(parents=True, exist_ok=True)
         probe = root_dir / ".write_probe"
@@ -63,6 +62,85 @@ def prepare(root_dir: Path) -> Path:
             f"cannot write --root_dir {root_dir} ({error.strerror}): choose a writable path"
         ) from None
     return root_dir
+
+
+# Settings that say how to run, not what is computed: a resume may change them.
+RESUMABLE_CHANGES = (
+    "train.total_env_steps",
+    "train.progress_interval_s",
+    "train.checkpoint_interval",
+    "train.checkpoint_interval_s",
+    "train.checkpoints_to_keep",
+)
+
+
+def parse_config_str(text: str) -> dict[str, str]:
+    """`name = value` bindings of a gin config string (as gin writes it) by name."""
+    bindings: dict[str, str] = {}
+    name = None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace() and name is not None:  # a multi-line value continues
+            bindings[name] += "\n" + line.strip()
+        elif " = " in line:
+            name, value = line.split(" = ", 1)
+            bindings[name.strip()] = value.strip()
+    return bindings
+
+
+def check_same_settings(root_dir: Path, config_text: str) -> None:
+    """Refuses to resume a run whose config.gin differs from this command's settings."""
+    path = Path(root_dir) / "config.gin"
+    if not path.exists():
+        return
+    before, now = parse_config_str(path.read_text()), parse_config_str(config_text)
+    diffs = [
+        f"{name} = {before.get(name, '(unset)')} in the run, {now.get(name, '(unset)')} now"
+        for name in sorted(set(before) | set(now))
+        if before.get(name) != now.get(name) and name not in RESUMABLE_CHANGES
+    ]
+    if diffs:
+        raise UserError(
+            f"--root_dir {root_dir} holds a run with other settings ({'; '.join(diffs)}): "
+            "resume it with its own settings, or choose a new --root_dir"
+        )
+
+
+class RunLock:
+    """One process per run directory, through `flock` on `<root_dir>/.lock`.
+
+    The kernel drops the lock when its process dies, however it dies, so a killed run never
+    leaves the directory stuck. The file holds the owner's pid and host for the message.
+    """
+
+    def __init__(self, root_dir: Path):
+        self.path = Path(root_dir) / ".lock"
+        self._file = None
+
+    def acquire(self) -> RunLock:
+        f = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip() or "another process"
+            f.close()
+            raise UserError(
+                f"--root_dir {self.path.parent} is in use by {owner}: wait for it to finish "
+                "(or stop it), or choose another --root_dir"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _git_revision() -> dict[str, Any]:

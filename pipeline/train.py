@@ -6,10 +6,12 @@ Flags only say how to run (files, bindings, where); everything that changes resu
 import sys
 from pathlib import Path
 
+import gin
 from absl import app, flags, logging
 
 from envs.errors import UserError
-from pipeline import config, experiment, rundir
+from pipeline import config, experiment, metrics, preemption, rundir
+from pipeline.checkpoints import CheckpointError
 
 flags.DEFINE_multi_string(
     "gin_file",
@@ -35,19 +37,50 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}: pass settings as --gin_bindings='name=value'")
     logging.set_verbosity(logging.INFO)
+    # Signals from here on lead to a checkpoint and exit 75, not to a bare kill.
+    stop = preemption.PreemptionFlag().__enter__()
+    lock = None
     try:
         gin_paths = config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
         seed = config.query("train.seed", 0)
         root_dir = Path(
             FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed)
         )
+        resuming = rundir.holds_run(root_dir)
+        if resuming:  # lock before building anything, so a second process stops here
+            lock = rundir.RunLock(root_dir).acquire()
+            rundir.check_same_settings(root_dir, gin.config_str())
         run = experiment.Experiment(root_dir)
         rundir.prepare(root_dir)
+        lock = lock or rundir.RunLock(root_dir).acquire()
     except UserError as error:
         fail(str(error).splitlines()[0])
-    experiment.write_run_files(root_dir, rundir.run_info(seed, gin_paths, FLAGS.gin_bindings))
+    info = rundir.run_info(seed, gin_paths, FLAGS.gin_bindings)
+    if resuming:
+        experiment.record_resume(root_dir, info)
+    else:
+        experiment.write_run_files(root_dir, info)
     logging.info("run directory: %s", root_dir.resolve())
-    rows = run.run()
+    try:
+        run.run(stop)
+    except preemption.Preempted as stopped:
+        print(
+            f"{stopped}: checkpoint written; run the same command to resume "
+            f"(exit status {preemption.EXIT_PREEMPTED}); run directory: {root_dir.resolve()}"
+        )
+        sys.exit(preemption.EXIT_PREEMPTED)
+    except CheckpointError as error:
+        print(
+            f"error: {error}: free space or fix permissions, then run the same command "
+            "to resume from the last checkpoint",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    except UserError as error:
+        fail(str(error).splitlines()[0])
+    finally:
+        lock.release()
+    rows = [row for row in metrics.read_rows(root_dir) if "eval_return_mean" in row]
     final, best = rows[-1], max(rows, key=lambda row: row["eval_return_mean"])
     print(
         f"final eval return {final['eval_return_mean']:.1f} +- {final['eval_return_std']:.1f} "

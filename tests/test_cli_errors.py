@@ -45,10 +45,12 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path: Path, args, fragme
     assert list(tmp_path.iterdir()) == [], "a failed start must not leave a run directory"
 
 
-def test_existing_run_directory_is_refused_and_left_untouched(tiny_run: Path, tmp_path: Path):
+def test_a_finished_run_reports_and_is_left_untouched(tiny_run: Path, tmp_path: Path):
     before = (tiny_run / "metrics.jsonl").read_bytes()
     result = train_cli(*bindings(*TINY_RUN), f"--root_dir={tiny_run}", cwd=REPO)
-    assert_one_line_error(result, "already holds a run")
+    assert result.returncode == 0, result.stderr
+    assert "resumed from checkpoint at 1,500 env steps" in result.stderr
+    assert "final eval return" in result.stdout
     assert (tiny_run / "metrics.jsonl").read_bytes() == before
 
 

@@ -1,0 +1,151 @@
+"""Checkpoints that are complete or ignored.
+
+A checkpoint is a directory `ckpt-<env steps>` under `<root_dir>/checkpoints/`. It is written
+as `.ckpt-<env steps>.partial`, every file is fsynced, a MANIFEST.json with each file's size
+and SHA-256 is written last, and only then is the directory renamed into place. A directory
+without a manifest is a torn write and is never read; one whose files do not match their
+manifest is corrupt, and loading falls back to the previous complete checkpoint with a
+warning. The newest `keep` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from absl import logging
+
+from envs.errors import UserError
+
+MANIFEST = "MANIFEST.json"
+_NAME = re.compile(r"^ckpt-(\d+)$")
+T = TypeVar("T")
+
+
+class CheckpointError(RuntimeError):
+    """Writing a checkpoint failed (full disk, permissions); the previous ones are intact."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def verify(directory: Path) -> str | None:
+    """None if every file matches the manifest, else what is wrong (for the warning)."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError) as error:
+        return f"unreadable manifest ({error})"
+    files = {str(p.relative_to(directory)): p for p in _files(directory)}
+    if set(files) != set(manifest["files"]):
+        return "files differ from the manifest"
+    for name, expected in manifest["files"].items():
+        path = files[name]
+        if path.stat().st_size != expected["size"]:
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {expected['size']}"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+class CheckpointStore:
+    def __init__(self, directory: Path, keep: int = 3):
+        if keep < 1:
+            raise UserError(f"train.checkpoints_to_keep must be >= 1, got {keep}: fix the binding")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def complete(self) -> list[tuple[int, Path]]:
+        """(env steps, path) of the checkpoints with a manifest, newest first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = _NAME.match(path.name)
+            if match and (path / MANIFEST).is_file():
+                found.append((int(match.group(1)), path))
+        return sorted(found, reverse=True)
+
+    def save(self, env_steps: int, write: Callable[[Path], None]) -> Path:
+        """Runs `write(tmp_dir)`, then seals and renames it; raises CheckpointError on OSError."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(".ckpt-*.partial"):  # torn writes of killed runs
+            shutil.rmtree(stale, ignore_errors=True)
+        final = self.directory / f"ckpt-{env_steps:012d}"
+        tmp = self.directory / f".{final.name}.partial"
+        try:
+            tmp.mkdir()
+            write(tmp)
+            files = {}
+            for path in _files(tmp):
+                _fsync_path(path)
+                files[str(path.relative_to(tmp))] = {
+                    "size": path.stat().st_size,
+                    "sha256": _sha256(path),
+                }
+            manifest = tmp / MANIFEST
+            with open(manifest, "w", encoding="utf-8") as f:
+                json.dump({"env_steps": env_steps, "files": files}, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            for sub in [p for p in tmp.rglob("*") if p.is_dir()] + [tmp]:
+                _fsync_path(sub)
+            if final.exists():  # a checkpoint at the same step: replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_path(self.directory)
+        except OSError as error:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(
+                f"writing the checkpoint at {env_steps:,} env steps in {self.directory} failed "
+                f"({error.strerror or error}); the previous checkpoints are intact"
+            ) from error
+        for _, old in self.complete()[self.keep :]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_latest(self, read: Callable[[Path], T]) -> tuple[int, T] | None:
+        """`read` the newest checkpoint that verifies and loads; None if there is none.
+
+        A corrupt checkpoint (or one `read` rejects) is skipped with a warning; if every
+        checkpoint is unusable the run cannot resume, which is an error, not a restart.
+        """
+        candidates = self.complete()
+        for env_steps, path in candidates:
+            problem = verify(path)
+            if problem is None:
+                try:
+                    return env_steps, read(path)
+                except Exception as error:  # noqa: BLE001 - any failure means: try the previous
+                    problem = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            logging.warning(
+                "checkpoint %s is unusable (%s); falling back to the previous one", path, problem
+            )
+        if candidates:
+            raise UserError(
+                f"no usable checkpoint in {self.directory} ({len(candidates)} corrupt): move the "
+                "run directory away to start over"
+            )
+        return None

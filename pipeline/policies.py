@@ -1,0 +1,80 @@
+"""Our own collection policies, drawing every random number from a `tf.random.Generator`.
+
+TF-Agents' `RandomTFPolicy` and `EpsilonGreedyPolicy` draw from stateful random ops whose
+position cannot be saved: a resumed run would explore differently from one never stopped.
+A Generator is a variable, so a checkpoint holds exactly where its stream stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+from tf_agents.policies import tf_policy
+from tf_agents.trajectories import policy_step
+from tf_agents.utils import nest_utils
+
+Epsilon = float | Callable[[], tf.Tensor]
+
+
+def _discrete_bounds(action_spec) -> tuple[int, int]:
+    if not action_spec.dtype.is_integer or action_spec.shape.rank != 0:
+        raise TypeError(f"these policies need one discrete action, got {action_spec}")
+    return int(action_spec.minimum), int(action_spec.maximum)
+
+
+class UniformRandomPolicy(tf_policy.TFPolicy):
+    """Uniform over a discrete action range; the initial collection and ε's random branch."""
+
+    def __init__(self, time_step_spec, action_spec, rng: tf.random.Generator, name: str = "random"):
+        super().__init__(time_step_spec, action_spec, name=name)
+        self._low, self._high = _discrete_bounds(action_spec)
+        self._rng = rng
+
+    def _action(self, time_step, policy_state, seed):
+        del seed  # the Generator is the only source of randomness
+        batch = nest_utils.get_outer_shape(time_step, self.time_step_spec)
+        action = self._rng.uniform(batch, self._low, self._high + 1, dtype=tf.int64)
+        return policy_step.PolicyStep(tf.cast(action, self.action_spec.dtype), policy_state, ())
+
+    def _distribution(self, time_step, policy_state):
+        raise NotImplementedError("UniformRandomPolicy only samples actions")
+
+
+class EpsilonGreedyPolicy(tf_policy.TFPolicy):
+    """With probability ε a uniform random action, else the wrapped (greedy) policy's.
+
+    `epsilon` is a number or a zero-argument callable read at every step (a schedule).
+    """
+
+    def __init__(
+        self,
+        policy: tf_policy.TFPolicy,
+        epsilon: Epsilon,
+        rng: tf.random.Generator,
+        name: str = "epsilon_greedy",
+    ):
+        super().__init__(
+            policy.time_step_spec,
+            policy.action_spec,
+            policy.policy_state_spec,
+            policy.info_spec,
+            name=name,
+        )
+        self._greedy = policy
+        self._random = UniformRandomPolicy(policy.time_step_spec, policy.action_spec, rng)
+        self._epsilon = epsilon
+        self._rng = rng
+
+    def _action(self, time_step, policy_state, seed):
+        del seed
+        greedy = self._greedy.action(time_step, policy_state)
+        random = self._random.action(time_step)
+        epsilon = self._epsilon() if callable(self._epsilon) else self._epsilon
+        batch = nest_utils.get_outer_shape(time_step, self.time_step_spec)
+        explore = self._rng.uniform(batch, dtype=tf.float32) < tf.cast(epsilon, tf.float32)
+        action = tf.where(explore, random.action, greedy.action)
+        return policy_step.PolicyStep(action, greedy.state, greedy.info)
+
+    def _distribution(self, time_step, policy_state):
+        raise NotImplementedError("EpsilonGreedyPolicy only samples actions")

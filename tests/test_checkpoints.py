@@ -1,0 +1,252 @@
+"""The pieces of resume on their own: checkpoint store, log truncation, saved RNG and state."""
+
+from __future__ import annotations
+
+import errno
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.environments import tf_py_environment
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import policy_step, trajectory
+from tf_agents.trajectories import time_step as ts
+
+import envs
+from envs.errors import UserError
+from pipeline import metrics, rundir
+from pipeline.checkpoints import MANIFEST, CheckpointError, CheckpointStore
+from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
+from pipeline.replay import FrameStackReplay, UniformReplay
+
+# --- the checkpoint store --------------------------------------------------------------
+
+
+def writer(payload: str):
+    def write(directory: Path) -> None:
+        (directory / "sub").mkdir()
+        (directory / "sub" / "data.txt").write_text(payload)
+
+    return write
+
+
+def reader(directory: Path) -> str:
+    return (directory / "sub" / "data.txt").read_text()
+
+
+def test_store_keeps_the_newest_k_and_ignores_torn_writes(tmp_path: Path):
+    store = CheckpointStore(tmp_path, keep=2)
+    for step in (100, 200, 300):
+        store.save(step, writer(f"at {step}"))
+    assert [s for s, _ in store.complete()] == [300, 200]
+    (tmp_path / "ckpt-000000000400").mkdir()  # renamed but unsealed cannot happen; still
+    (tmp_path / ".ckpt-000000000500.partial").mkdir()  # a killed write
+    assert store.load_latest(reader) == (300, "at 300")
+    store.save(600, writer("at 600"))
+    assert not list(tmp_path.glob(".ckpt-*.partial")), "torn writes are cleaned up"
+
+
+def test_corrupt_latest_falls_back_with_a_warning_and_all_corrupt_is_an_error(tmp_path, caplog):
+    store = CheckpointStore(tmp_path, keep=3)
+    store.save(100, writer("at 100"))
+    latest = store.save(200, writer("at 200"))
+    (latest / "sub" / "data.txt").write_text("at 2O0")  # same size, other bytes
+    assert store.load_latest(reader) == (100, "at 100")
+    assert "does not match its checksum" in caplog.text and "falling back" in caplog.text
+
+    (store.complete()[1][1] / "sub" / "data.txt").write_text("cut")
+    with pytest.raises(UserError, match="no usable checkpoint"):
+        store.load_latest(reader)
+
+
+def test_a_failed_write_leaves_no_partial_and_keeps_the_previous(tmp_path: Path):
+    store = CheckpointStore(tmp_path, keep=3)
+    store.save(100, writer("at 100"))
+
+    def disk_full(directory: Path) -> None:
+        (directory / "half").write_text("x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoints"):
+        store.save(200, disk_full)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000000000100"]
+    assert store.load_latest(reader) == (100, "at 100")
+
+
+def test_manifest_lists_every_file_with_size_and_checksum(tmp_path: Path):
+    path = CheckpointStore(tmp_path).save(7, writer("payload"))
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["env_steps"] == 7
+    assert manifest["files"]["sub/data.txt"]["size"] == len("payload")
+
+
+# --- metrics.jsonl and TensorBoard after a resume --------------------------------------
+
+
+def event_steps(folder: Path) -> list[tuple[str, int]]:
+    found = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            found += [(value.tag, event.step) for value in event.summary.value]
+    return found
+
+
+def test_resume_drops_what_was_logged_after_the_checkpoint(tmp_path: Path):
+    log = metrics.MetricsLog(tmp_path)
+    for step in range(0, 1000, 100):
+        log.scalars("train", {"loss": float(step)}, step)
+        log.record({"env_steps": step, "value": step / 7})
+    log.close()
+    (tmp_path / "metrics.jsonl").open("a").write('{"env_steps": 1000, "val')  # a torn line
+
+    log = metrics.MetricsLog(tmp_path, keep_until=500)
+    for step in range(600, 800, 100):
+        log.scalars("train", {"loss": -float(step)}, step)
+        log.record({"env_steps": step, "value": step / 7})
+    log.close()
+    rows = metrics.read_rows(tmp_path)
+    assert [row["env_steps"] for row in rows] == [0, 100, 200, 300, 400, 500, 600, 700]
+    assert rows[3]["value"] == 300 / 7  # floats survive the rewrite exactly
+    steps = event_steps(tmp_path / "train")
+    assert steps == [("loss", s) for s in range(0, 800, 100)], steps
+
+
+# --- state that must come back exactly ------------------------------------------------
+
+
+def transition_spec(obs_shape=(3,), obs_dtype=tf.float32):
+    obs = tensor_spec.TensorSpec(obs_shape, obs_dtype)
+    step_spec = ts.time_step_spec(obs)
+    action = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 1)
+    return trajectory.from_transition(step_spec, policy_step.PolicyStep(action, (), ()), step_spec)
+
+
+def fill(replay, spec, lanes: int, steps: int) -> None:
+    rng = np.random.default_rng(0)
+    for t in range(steps):
+        step_type = np.full([lanes], 0 if t % 9 == 0 else 1, np.int32)
+        obs_spec = spec.observation
+        obs = rng.integers(0, 255, [lanes, *obs_spec.shape]).astype(obs_spec.dtype.as_numpy_dtype)
+        replay.add_batch(
+            trajectory.Trajectory(
+                step_type=tf.constant(step_type),
+                observation=tf.constant(obs),
+                action=tf.constant(rng.integers(0, 2, [lanes])),
+                policy_info=(),
+                next_step_type=tf.constant(
+                    np.where((t + 1) % 9 == 0, 0, 1) * np.ones(lanes, np.int32)
+                ),
+                reward=tf.constant(rng.normal(size=lanes).astype(np.float32)),
+                discount=tf.ones([lanes]),
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    "make, spec",
+    [
+        (UniformReplay, transition_spec()),
+        (FrameStackReplay, transition_spec((6, 5, 4), tf.uint8)),
+    ],
+    ids=["uniform", "frame-stack"],
+)
+@pytest.mark.parametrize("contents", [True, False])
+def test_replay_save_restore_continues_the_same_samples(tmp_path: Path, make, spec, contents):
+    original = make(spec, 2, 60, seed=3)
+    fill(original, spec, 2, 45)
+    original.sample(8)  # move the RNG off its start
+    original.save(tmp_path, contents=contents)
+    restored = make(spec, 2, 60, seed=99)
+    assert restored.restore(tmp_path) is contents
+    if not contents:
+        fill(restored, spec, 2, 45)
+    for _ in range(3):
+        a, b = original.sample(8), restored.sample(8)
+        for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_policies_draw_only_from_their_generator(tmp_path: Path):
+    env = envs.load_gymnasium(seed=0)
+    tf_env = tf_py_environment.TFPyEnvironment(env)
+    rng = tf.random.Generator.from_seed(1)
+    random = UniformRandomPolicy(tf_env.time_step_spec(), tf_env.action_spec(), rng)
+    time_step = tf_env.reset()
+    actions = [int(random.action(time_step).action[0]) for _ in range(200)]
+    assert set(actions) == {0, 1}
+
+    class Always1(UniformRandomPolicy):
+        def _action(self, time_step, policy_state, seed):
+            return policy_step.PolicyStep(tf.ones([1], tf.int64), policy_state, ())
+
+    greedy = Always1(tf_env.time_step_spec(), tf_env.action_spec(), rng)
+    assert all(
+        int(EpsilonGreedyPolicy(greedy, 0.0, rng).action(time_step).action[0]) == 1
+        for _ in range(20)
+    )
+    explore = EpsilonGreedyPolicy(greedy, 1.0, rng)
+    checkpoint = tf.train.Checkpoint(rng=rng)
+    saved = checkpoint.write(str(tmp_path / "rng"))
+    first = [int(explore.action(time_step).action[0]) for _ in range(50)]
+    assert set(first) == {0, 1}
+    checkpoint.read(saved)
+    assert [int(explore.action(time_step).action[0]) for _ in range(50)] == first
+
+
+def test_cartpole_state_round_trip_continues_the_episode():
+    env = envs.load_gymnasium(seed=5)
+    env.reset()
+    for _ in range(7):
+        env.step(np.int64(1))
+    state = env.get_state()
+    ahead = [env.step(np.int64(a)) for a in (0, 1, 0, 0, 1) * 20]
+    other = envs.load_gymnasium(seed=123)
+    other.reset()
+    other.set_state(state)
+    again = [other.step(np.int64(a)) for a in (0, 1, 0, 0, 1) * 20]
+    for x, y in zip(ahead, again, strict=True):
+        np.testing.assert_array_equal(x.observation, y.observation)
+        assert x.step_type == y.step_type and x.discount == y.discount
+
+
+# --- one process per run directory -----------------------------------------------------
+
+
+def test_lock_refuses_a_second_holder_and_frees_when_its_process_dies(tmp_path: Path):
+    lock = rundir.RunLock(tmp_path).acquire()
+    with pytest.raises(UserError, match="in use by pid"):
+        rundir.RunLock(tmp_path).acquire()
+    lock.release()
+    rundir.RunLock(tmp_path).acquire().release()
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pipeline import rundir; "
+            f"lock = rundir.RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(UserError, match=f"pid {holder.pid}"):
+        rundir.RunLock(tmp_path).acquire()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    rundir.RunLock(tmp_path).acquire().release()  # a killed holder leaves nothing stuck
+
+
+def test_settings_are_compared_binding_by_binding():
+    text = "# Parameters for train:\ntrain.a = 1\ntrain.b = [1,\n    2]\nQNetwork.x = (32,)\n"
+    assert rundir.parse_config_str(text) == {
+        "train.a": "1",
+        "train.b": "[1,\n2]",
+        "QNetwork.x": "(32,)",
+    }

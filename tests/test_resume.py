@@ -1,0 +1,243 @@
+"""Resume through the real CLI: kills, signals, torn and corrupt checkpoints, locks.
+
+The reference for every interrupted run is an uninterrupted one with the same settings: a
+resumed run must end bit-identical to it (metrics.jsonl and every checkpointed variable).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import preemption
+from tests.conftest import REPO, bindings, read_metrics, train_cli
+
+SPLIT_RUN = [
+    "train.total_env_steps=4_000",
+    "train.initial_collect_steps=300",
+    "train.collect_steps_per_iteration=50",
+    "train.train_steps_per_iteration=25",
+    "train.eval_interval=700",
+    "train.eval_episodes=3",
+    "train.checkpoint_interval=400",
+    "train.checkpoints_to_keep=2",
+    "QNetwork.fc_layer_params=(32,)",
+    "train.seed=7",
+]
+
+
+def start(root_dir: Path, *extra: str) -> subprocess.Popen:
+    """Starts a run in the background; its stderr goes to `<root_dir>.stderr` (readable live)."""
+    args = [sys.executable, "-m", "pipeline.train", *bindings(*SPLIT_RUN, *extra)]
+    log = open(f"{root_dir}.stderr", "w")
+    return subprocess.Popen(
+        [*args, f"--root_dir={root_dir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True
+    )
+
+
+def stderr_of(root_dir: Path) -> str:
+    return Path(f"{root_dir}.stderr").read_text()
+
+
+def finish(root_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    result = train_cli(*bindings(*SPLIT_RUN, *extra), f"--root_dir={root_dir}", cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def complete_checkpoints(root_dir: Path) -> list[int]:
+    folder = root_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(
+        int(p.name.removeprefix("ckpt-"))
+        for p in folder.glob("ckpt-*")
+        if (p / "MANIFEST.json").exists()
+    )
+
+
+def wait_for(condition, process: subprocess.Popen, poll: float = 0.01, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"run ended early: {process.communicate()[0][-2000:]}"
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(poll)
+
+
+def writing_since(folder: Path, since: float) -> bool:
+    """A checkpoint write begun after `since` is under way (a killed one may be left over)."""
+    for partial in folder.glob(".ckpt-*.partial") if folder.is_dir() else []:
+        try:
+            if partial.stat().st_ctime >= since:
+                return True
+        except FileNotFoundError:  # renamed into place meanwhile
+            pass
+    return False
+
+
+def final_variables(root_dir: Path) -> dict[str, np.ndarray]:
+    newest = max(complete_checkpoints(root_dir))
+    prefix = str(root_dir / "checkpoints" / f"ckpt-{newest:012d}" / "tf" / "state")
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)}
+
+
+def resumed_from(result: subprocess.CompletedProcess) -> int | None:
+    for line in result.stderr.splitlines():
+        if "resumed from checkpoint at" in line:
+            return int(line.rsplit(" at ", 1)[1].split()[0].replace(",", ""))
+    return None
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    assert (run / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
+    ours, theirs = final_variables(run), final_variables(reference)
+    assert ours.keys() == theirs.keys()
+    different = [k for k in ours if not np.array_equal(ours[k], theirs[k])]
+    assert not different, f"variables differ after resume: {different}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run every interrupted one is compared with."""
+    root_dir = tmp_path_factory.mktemp("reference") / "run"
+    finish(root_dir)
+    return root_dir
+
+
+def test_sigkill_then_resume_is_bit_identical(reference: Path, tmp_path: Path):
+    root_dir = tmp_path / "run"
+    process = start(root_dir)
+    wait_for(lambda: 1_200 in complete_checkpoints(root_dir), process)
+    time.sleep(0.3)  # past the checkpoint, so the kill loses work the resume must redo
+    process.kill()
+    process.wait()
+    result = finish(root_dir)
+    assert resumed_from(result) is not None and resumed_from(result) >= 1_200
+    assert_same_run(root_dir, reference)
+    rows = read_metrics(root_dir)
+    assert rows[-1]["env_steps"] == 4_000
+
+
+def test_kills_at_random_points_and_during_checkpoint_writes(reference: Path, tmp_path: Path):
+    """Each resume starts from the newest checkpoint complete at the kill; the end is exact."""
+    root_dir = tmp_path / "run"
+    folder = root_dir / "checkpoints"
+    rng = random.Random(0)
+    expected_start = None  # no checkpoint yet: the next start begins at zero
+    for attempt in range(6):
+        started = time.time()
+        process = start(root_dir)
+        if attempt % 2 == 0:  # inside a checkpoint write: its .partial directory exists
+            wait_for(lambda t=started: writing_since(folder, t), process, poll=0)
+        else:
+            wait_for(lambda: "run directory:" in stderr_of(root_dir), process)
+            time.sleep(rng.uniform(0.0, 2.0))  # in restore, collection, training or a write
+        process.kill()
+        process.wait()
+        log = stderr_of(root_dir)
+        if expected_start is None:
+            assert "resumed from checkpoint" not in log
+        else:
+            assert f"resumed from checkpoint at {expected_start:,} env steps" in log
+        expected_start = max(complete_checkpoints(root_dir), default=None)
+    result = finish(root_dir)
+    assert resumed_from(result) == expected_start
+    assert_same_run(root_dir, reference)
+    assert not list(folder.glob(".ckpt-*.partial"))
+
+
+def test_resume_restores_the_newest_checkpoint_at_the_kill(tmp_path: Path):
+    root_dir = tmp_path / "run"
+    process = start(root_dir)
+    wait_for(lambda: len(complete_checkpoints(root_dir)) >= 2, process)
+    process.kill()
+    process.wait()
+    newest = max(complete_checkpoints(root_dir))
+    result = finish(root_dir)
+    assert resumed_from(result) == newest
+    steps = [row["env_steps"] for row in read_metrics(root_dir)]
+    assert steps == sorted(set(steps)) and steps[-1] == 4_000, steps
+
+
+def test_torn_and_corrupt_latest_checkpoints_fall_back(reference: Path, tmp_path: Path):
+    root_dir = tmp_path / "run"
+    shutil.copytree(reference, root_dir)
+    steps = complete_checkpoints(root_dir)
+    assert len(steps) == 2, steps  # checkpoints_to_keep=2
+    latest = root_dir / "checkpoints" / f"ckpt-{steps[-1]:012d}"
+    torn = root_dir / "checkpoints" / f".ckpt-{steps[-1] + 1:012d}.partial"
+    shutil.copytree(latest, torn)  # a write killed before its manifest: never read
+    data = latest / "tf" / "state.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # the latest is corrupt
+    result = finish(root_dir, "train.total_env_steps=4_000")
+    assert "unusable" in result.stderr and "falling back" in result.stderr
+    assert resumed_from(result) == steps[0]
+    assert_same_run(root_dir, reference)  # redone from the previous one, bit for bit
+
+
+def test_sigterm_checkpoints_exits_75_and_a_second_process_is_refused(tmp_path: Path):
+    root_dir = tmp_path / "run"
+    process = start(root_dir, "train.total_env_steps=200_000", "train.checkpoint_interval=100_000")
+    wait_for(lambda: (root_dir / "metrics.jsonl").exists(), process)
+    time.sleep(1.0)  # well inside the learning phase, far from a scheduled checkpoint
+
+    second = train_cli(
+        *bindings(*SPLIT_RUN, "train.total_env_steps=200_000", "train.checkpoint_interval=100_000"),
+        f"--root_dir={root_dir}",
+        cwd=REPO,
+    )
+    assert second.returncode == 2
+    assert second.stderr.strip().count("\n") == 0, second.stderr
+    assert "is in use by pid" in second.stderr and str(process.pid) in second.stderr
+
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 10, "SIGTERM must lead to an exit within seconds"
+    assert process.returncode == preemption.EXIT_PREEMPTED, stderr_of(root_dir)[-2000:]
+    assert "stopped by SIGTERM" in stdout and "run the same command to resume" in stdout
+    saved = complete_checkpoints(root_dir)
+    assert saved and 0 < saved[-1] < 100_000  # written on the signal, not by the schedule
+
+    resumed = start(root_dir, "train.total_env_steps=200_000", "train.checkpoint_interval=100_000")
+    wait_for(lambda: "resumed from checkpoint" in stderr_of(root_dir), resumed)
+    time.sleep(1.0)
+    resumed.send_signal(signal.SIGUSR1)  # Slurm's early warning works the same way
+    stdout, _ = resumed.communicate(timeout=60)
+    assert resumed.returncode == preemption.EXIT_PREEMPTED, stdout
+    assert f"resumed from checkpoint at {saved[-1]:,} env steps" in stderr_of(root_dir)
+    assert "stopped by SIGUSR1" in stdout
+    assert max(complete_checkpoints(root_dir)) > saved[-1]
+
+
+def test_other_settings_refuse_to_resume(reference: Path, tmp_path: Path):
+    root_dir = tmp_path / "run"
+    shutil.copytree(reference, root_dir)
+    before = (root_dir / "metrics.jsonl").read_bytes()
+    result = train_cli(
+        *bindings(*SPLIT_RUN, "train.batch_size=32"), f"--root_dir={root_dir}", cwd=REPO
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "train.batch_size = 64 in the run, 32 now" in lines[0], lines[0]
+    assert (root_dir / "metrics.jsonl").read_bytes() == before
+
+
+def test_more_steps_extend_a_finished_run(reference: Path, tmp_path: Path):
+    root_dir = tmp_path / "run"
+    shutil.copytree(reference, root_dir)
+    result = finish(root_dir, "train.total_env_steps=4_700")
+    assert resumed_from(result) == 4_000
+    steps = [row["env_steps"] for row in read_metrics(root_dir)]
+    assert steps[-3:] == [4_000, 4_200, 4_700], steps
