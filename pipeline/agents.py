@@ -1,17 +1,20 @@
 """Builds agents from gin references and makes TF-Agents' pieces bindable in gin files.
 
 Gin binds classes by reference (`train.agent = @DqnAgent`), so there is no string factory:
-any agent class with the DQN constructor signature plugs in.
+any agent class with the DQN constructor signature plugs in (DqnAgent, DdqnAgent,
+CategoricalDqnAgent with `@CategoricalQNetwork`; dueling is a network, `@DuelingQNetwork`).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
-from tf_agents.networks import network
+from tf_agents.agents.categorical_dqn import categorical_dqn_agent  # noqa: F401 (gin names)
+from tf_agents.networks import categorical_q_network, network  # noqa: F401 (gin names)
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
@@ -46,10 +49,13 @@ def build_dqn_family(
     """
     q_net = network_class(tensor_spec.from_spec(time_step_spec.observation), action_spec)
     optimizer = optimizer_class()
+    # C51 (CategoricalDqnAgent) names its network argument differently; the rest is shared.
+    parameters = inspect.signature(agent_class).parameters
+    network_arg = "categorical_q_network" if "categorical_q_network" in parameters else "q_network"
     agent = agent_class(
         time_step_spec,
         action_spec,
-        q_network=q_net,
+        **{network_arg: q_net},
         optimizer=optimizer,
         epsilon_greedy=epsilon,
         train_step_counter=train_step_counter,
@@ -57,4 +63,44 @@ def build_dqn_family(
     agent.initialize()
     if hasattr(optimizer, "build"):
         optimizer.build(q_net.trainable_variables)
+    return agent
+
+
+def _first_parameter(agent_class: Callable, *names: str) -> str:
+    parameters = inspect.signature(agent_class).parameters
+    return next(name for name in names if name in parameters)
+
+
+def build_on_policy(
+    agent_class: Callable[..., tf_agent.TFAgent],
+    actor_network_class: Callable[..., network.Network],
+    value_network_class: Callable[..., network.Network] | None,
+    optimizer_class: Callable[[], tf.keras.optimizers.Optimizer],
+    time_step_spec,
+    action_spec,
+    train_step_counter: tf.Variable,
+) -> tf_agent.TFAgent:
+    """Builds a policy-gradient agent (REINFORCE, A2C, PPO) from gin references.
+
+    TF-Agents' agents disagree on argument names (`actor_network` vs `actor_net`), so they
+    are looked up in the class's signature. The optimizer's slots are created up front so a
+    checkpoint can be restored before the first update.
+    """
+    observation_spec = tensor_spec.from_spec(time_step_spec.observation)
+    actor = actor_network_class(observation_spec, action_spec)
+    kwargs = {_first_parameter(agent_class, "actor_network", "actor_net"): actor}
+    if value_network_class is not None:
+        value = value_network_class(observation_spec)
+        kwargs[_first_parameter(agent_class, "value_network", "value_net")] = value
+    optimizer = optimizer_class()
+    agent = agent_class(
+        time_step_spec,
+        action_spec,
+        optimizer=optimizer,
+        train_step_counter=train_step_counter,
+        **kwargs,
+    )
+    agent.initialize()
+    if hasattr(optimizer, "build"):
+        optimizer.build(agent.trainable_variables)
     return agent

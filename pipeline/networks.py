@@ -1,14 +1,16 @@
 """Network pieces gin files refer to by name.
 
-The Q-networks themselves are TF-Agents' (`@QNetwork`, already registered by TF-Agents);
-this module adds what Atari needs on top: pixels are stored and fed as uint8 (4x less
-memory and bandwidth than float32) and scaled to [0, 1] inside the network.
+The plain Q-networks are TF-Agents' (`@QNetwork`, `@CategoricalQNetwork`, registered by
+TF-Agents); this module adds what Atari needs on top (pixels are stored and fed as uint8, 4x
+less memory and bandwidth than float32, and scaled to [0, 1] inside the network) and the
+dueling Q-network, which TF-Agents does not have.
 """
 
 from __future__ import annotations
 
 import gin
 import tensorflow as tf
+from tf_agents.networks import encoding_network, network
 
 
 @gin.configurable
@@ -21,3 +23,60 @@ class ScaleUint8(tf.keras.layers.Layer):
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return tf.cast(inputs, tf.float32) / 255.0
+
+
+@gin.configurable
+class DuelingQNetwork(network.Network):
+    """Dueling Q-network (Wang et al. 2016): Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a').
+
+    A shared encoder (optional preprocessing, convolutions, `fc_layer_params`) feeds two
+    streams, each with its own hidden layers (`stream_fc_layer_params`) and a linear head:
+    value (one unit) and advantage (one per action). Subtracting the mean advantage makes
+    the split identifiable: V is the mean of Q over actions.
+    """
+
+    def __init__(
+        self,
+        input_tensor_spec,
+        action_spec,
+        preprocessing_layers=None,
+        conv_layer_params=None,
+        fc_layer_params=(256, 256),
+        stream_fc_layer_params=(),
+        activation_fn=tf.keras.activations.relu,
+        kernel_initializer=None,
+        name: str = "DuelingQNetwork",
+    ):
+        action_spec = tf.nest.flatten(action_spec)[0]
+        num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
+        super().__init__(input_tensor_spec, state_spec=(), name=name)
+        self._encoder = encoding_network.EncodingNetwork(
+            input_tensor_spec,
+            preprocessing_layers=preprocessing_layers,
+            conv_layer_params=conv_layer_params,
+            fc_layer_params=fc_layer_params,
+            activation_fn=activation_fn,
+            kernel_initializer=kernel_initializer,
+        )
+
+        def stream(units: int, stream_name: str) -> tf.keras.Sequential:
+            hidden = [
+                tf.keras.layers.Dense(
+                    n, activation=activation_fn, kernel_initializer=kernel_initializer
+                )
+                for n in stream_fc_layer_params
+            ]
+            head = tf.keras.layers.Dense(units, kernel_initializer=kernel_initializer)
+            return tf.keras.Sequential([*hidden, head], name=stream_name)
+
+        self._value = stream(1, "value")
+        self._advantage = stream(num_actions, "advantage")
+
+    def call(self, observation, step_type=None, network_state=(), training=False):
+        state, network_state = self._encoder(
+            observation, step_type=step_type, network_state=network_state, training=training
+        )
+        value = self._value(state, training=training)
+        advantage = self._advantage(state, training=training)
+        q_values = value + advantage - tf.reduce_mean(advantage, axis=-1, keepdims=True)
+        return q_values, network_state

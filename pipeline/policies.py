@@ -78,3 +78,44 @@ class EpsilonGreedyPolicy(tf_policy.TFPolicy):
 
     def _distribution(self, time_step, policy_state):
         raise NotImplementedError("EpsilonGreedyPolicy only samples actions")
+
+
+class GeneratorSamplingPolicy(tf_policy.TFPolicy):
+    """Samples a stochastic policy's action distribution with seeds drawn from a Generator.
+
+    TF-Agents' actor policies sample with stateful seeds; this wrapper asks the wrapped
+    policy only for its distribution (and info, which PPO needs) and draws the action with
+    a stateless seed from `rng`, so collection continues exactly after a resume.
+    """
+
+    def __init__(
+        self, policy: tf_policy.TFPolicy, rng: tf.random.Generator, name: str = "sampling"
+    ):
+        super().__init__(
+            policy.time_step_spec,
+            policy.action_spec,
+            policy.policy_state_spec,
+            policy.info_spec,
+            emit_log_probability=policy.emit_log_probability,
+            name=name,
+        )
+        self._policy = policy
+        self._rng = rng
+
+    def _distribution(self, time_step, policy_state):
+        return self._policy.distribution(time_step, policy_state)
+
+    def _action(self, time_step, policy_state, seed):
+        del seed
+        step = self._policy.distribution(time_step, policy_state)
+        distributions = tf.nest.flatten(step.action)
+        seeds = tf.cast(self._rng.make_seeds(len(distributions)), tf.int32)  # TFP wants int32
+        actions = [d.sample(seed=seeds[:, i]) for i, d in enumerate(distributions)]
+        info = step.info
+        if self.emit_log_probability:
+            log_probs = [d.log_prob(a) for d, a in zip(distributions, actions, strict=True)]
+            info = policy_step.set_log_probability(
+                info, tf.nest.pack_sequence_as(step.action, log_probs)
+            )
+        action = tf.nest.pack_sequence_as(self.action_spec, actions)
+        return policy_step.PolicyStep(action, step.state, info)

@@ -10,8 +10,9 @@ import gin
 from absl import app, flags, logging
 
 from envs.errors import UserError
-from pipeline import config, experiment, metrics, preemption, rundir
+from pipeline import config, experiment, metrics, on_policy, preemption, rundir  # noqa: F401
 from pipeline.checkpoints import CheckpointError
+from pipeline.loop import TrainingLoop
 
 flags.DEFINE_multi_string(
     "gin_file",
@@ -28,6 +29,17 @@ flags.DEFINE_bool("tf_logs", False, "Show TensorFlow's own start-up and C++ log 
 FLAGS = flags.FLAGS
 
 
+@gin.configurable("run_experiment", denylist=["root_dir"])
+def build_loop(root_dir: Path, loop: type[TrainingLoop] = experiment.Experiment) -> TrainingLoop:
+    """The loop a gin file asks for: `@train` (DQN family, the default) or `@train_on_policy`."""
+    return loop(root_dir)
+
+
+def bound_seed() -> int:
+    seed = config.query("train.seed")
+    return config.query("train_on_policy.seed", 0) if seed is None else seed
+
+
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -42,7 +54,7 @@ def main(argv: list[str]) -> None:
     lock = None
     try:
         gin_paths = config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-        seed = config.query("train.seed", 0)
+        seed = bound_seed()
         root_dir = Path(
             FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed)
         )
@@ -50,7 +62,7 @@ def main(argv: list[str]) -> None:
         if resuming:  # lock before building anything, so a second process stops here
             lock = rundir.RunLock(root_dir).acquire()
             rundir.check_same_settings(root_dir, gin.config_str())
-        run = experiment.Experiment(root_dir)
+        run = build_loop(root_dir)
         rundir.prepare(root_dir)
         lock = lock or rundir.RunLock(root_dir).acquire()
     except UserError as error:

@@ -36,7 +36,8 @@ def run_seed(gin_file: str, seed: int, bindings: list[str], run_dir: Path) -> di
         "-m",
         "pipeline.train",
         f"--gin_file={gin_file}",
-        f"--gin_bindings=train.seed={seed}",
+        f"--gin_bindings=train.seed={seed}",  # the DQN loop's seed
+        f"--gin_bindings=train_on_policy.seed={seed}",  # the on-policy loop's (one is unused)
         f"--root_dir={run_dir}",
         *[f"--gin_bindings={b}" for b in bindings],
     ]

@@ -1,0 +1,362 @@
+"""What every training loop shares: evaluation, checkpoints, resume, signals, progress.
+
+A subclass builds its agent and data path and implements one `_iteration` (collect and
+train); `TrainingLoop.run` schedules evaluations and checkpoints around it, resumes from the
+newest checkpoint, and stops cleanly on a signal. The DQN family (`pipeline.experiment`) and
+the on-policy agents (`pipeline.on_policy`) are both this loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gin
+import tensorflow as tf
+from absl import logging
+from tf_agents.environments import batched_py_environment, tf_py_environment
+from tf_agents.metrics import tf_metrics
+from tf_agents.policies import py_tf_eager_policy, tf_policy
+
+from envs.errors import UserError
+from pipeline import rundir
+from pipeline.checkpoints import CheckpointStore
+from pipeline.evaluation import Evaluator
+from pipeline.metrics import MetricsLog, Progress
+from pipeline.preemption import Preempted, PreemptionFlag
+
+EVAL_SEED_OFFSET = 1_000_003  # keeps eval resets apart from the training env's seed
+
+
+class TrainingLoop:
+    """The schedule around `_iteration`; subclasses call `_setup` first in `__init__`."""
+
+    setting = "train"  # the gin name of the subclass, for error messages
+
+    def _setup(
+        self,
+        root_dir: str | Path,
+        *,
+        seed: int,
+        env_loader: Callable,
+        num_envs: int,
+        total_env_steps: int,
+        eval_interval: int,
+        eval_episodes: int,
+        eval_at_start: bool,
+        first_eval: int,
+        progress_interval_s: float,
+        checkpoint_interval: int | None,
+        checkpoint_interval_s: float,
+        checkpoints_to_keep: int,
+        deterministic: bool,
+    ) -> None:
+        """Builds what every loop has: envs, evaluator, counters, schedules, checkpoints.
+
+        `first_eval` is the first scheduled evaluation after step 0 (the DQN loop puts it
+        after the random initial collection).
+        """
+        self._check_positive(
+            total_env_steps=total_env_steps,
+            eval_interval=eval_interval,
+            eval_episodes=eval_episodes,
+            num_envs=num_envs,
+            checkpoint_interval_s=checkpoint_interval_s,
+            checkpoint_interval=checkpoint_interval or 1,
+        )
+        self.root_dir = Path(root_dir)
+        self.seed = seed
+        self.total_env_steps = total_env_steps
+        self.eval_interval = eval_interval
+        self.eval_at_start = eval_at_start
+        self.progress_interval_s = progress_interval_s
+        self.checkpoint_interval = checkpoint_interval or eval_interval
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.checkpoints = CheckpointStore(self.root_dir / "checkpoints", keep=checkpoints_to_keep)
+        # What the loop needs besides TF variables to continue exactly (see checkpoints).
+        self._loop: dict = {
+            "next_eval": first_eval,
+            "evaluated_at": None,
+            "last_eval": {},
+            "loss": None,
+        }
+
+        tf.keras.utils.set_random_seed(seed)
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+
+        if num_envs == 1:
+            train_env = env_loader(seed=seed, training=True)
+        else:  # lanes seeded apart; stepped in turn, which keeps runs reproducible
+            train_env = batched_py_environment.BatchedPyEnvironment(
+                [env_loader(seed=seed * num_envs + i, training=True) for i in range(num_envs)],
+                multithreading=False,
+            )
+        self.train_env = tf_py_environment.TFPyEnvironment(train_env)
+        self.evaluator = Evaluator(
+            [env_loader(seed=None, training=False) for _ in range(eval_episodes)],
+            seeds=[seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(eval_episodes)],
+        )
+        self.env_steps = tf_metrics.EnvironmentSteps()
+        self.episodes = tf_metrics.NumberOfEpisodes()
+        self.train_return = tf_metrics.AverageReturnMetric(
+            buffer_size=10, batch_size=self.train_env.batch_size
+        )
+        self.train_length = tf_metrics.AverageEpisodeLengthMetric(
+            buffer_size=10, batch_size=self.train_env.batch_size
+        )
+        self.train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
+        # Every random draw of collection comes from this Generator, which checkpoints hold.
+        self._collect_rng = tf.random.Generator.from_seed(seed)
+        # Reseeded before each evaluation, so an evaluation depends only on the weights.
+        self._eval_rng = tf.random.Generator.from_seed(seed)
+        self._time_step = None
+
+    def _check_positive(self, **values: float) -> None:
+        for name, value in values.items():
+            if value <= 0:
+                raise UserError(
+                    f"{self.setting}.{name} must be positive, got {value}: fix the binding"
+                )
+
+    def _set_eval_policy(self, policy: tf_policy.TFPolicy) -> None:
+        self._eval_policy = py_tf_eager_policy.PyTFEagerPolicy(
+            policy, use_tf_function=True, batch_time_steps=False
+        )
+
+    # --- what subclasses provide -------------------------------------------------------
+
+    def _iteration(self, log: MetricsLog, env_steps: int) -> None:
+        """Collects and trains once; sets `self._loop['loss']` when it trains."""
+        raise NotImplementedError
+
+    def _checkpoint_objects(self) -> dict:
+        """TF objects a checkpoint holds besides the agent, counters and collection RNG."""
+        return {}
+
+    def _save_extra(self, directory: Path) -> None:
+        """Writes state outside TF (a NumPy replay buffer) into the checkpoint directory."""
+
+    def _restore_extra(self, directory: Path) -> None:
+        """Reads `_save_extra`'s files back."""
+
+    def _row_extras(self) -> dict:
+        """Extra metrics.jsonl fields for each evaluation row."""
+        return {}
+
+    def _train_scalars(self) -> dict:
+        """Extra TensorBoard `train/` scalars at each progress line."""
+        return {}
+
+    def _progress_extras(self) -> str:
+        loss = self._loop["loss"]
+        return f"loss {loss:.3g}" if loss is not None else ""
+
+    # --- evaluation ------------------------------------------------------------------
+
+    def _evaluate(
+        self, log: MetricsLog, env_steps: int, stop: PreemptionFlag
+    ) -> dict[str, float] | None:
+        """Evaluates and logs; None if a signal cut it short (it runs again after resume)."""
+        self._eval_rng.reset_from_seed(self.seed * EVAL_SEED_OFFSET + env_steps)
+        episodes = self.evaluator.run(self._eval_policy, should_stop=lambda: stop.requested)
+        if episodes is None:
+            return None
+        stats = episodes.summary()
+        log.scalars(
+            "eval",
+            {
+                "return_mean": stats["eval_return_mean"],
+                "return_std": stats["eval_return_std"],
+                "episode_length_mean": stats["eval_length_mean"],
+            },
+            env_steps,
+        )
+        logging.info(
+            "eval at %s env steps: return %.1f +- %.1f over %d episodes",
+            f"{env_steps:,}",
+            stats["eval_return_mean"],
+            stats["eval_return_std"],
+            stats["eval_episodes"],
+        )
+        return stats
+
+    def _record(self, log: MetricsLog, stats: dict[str, float]) -> dict:
+        row = {
+            "env_steps": int(self.env_steps.result()),
+            "train_steps": int(self.train_step.numpy()),
+            "episodes": int(self.episodes.result()),
+            **stats,
+            "train_return_mean10": float(self.train_return.result()),
+            "train_loss": self._loop["loss"],
+            **self._row_extras(),
+        }
+        log.record(row)
+        return row
+
+    def _eval_due(self, env_steps: int) -> bool:
+        due = (
+            env_steps >= self._loop["next_eval"]
+            or env_steps >= self.total_env_steps
+            or (env_steps == 0 and self.eval_at_start)
+        )
+        return due and self._loop["evaluated_at"] != env_steps
+
+    # --- checkpoints -----------------------------------------------------------------
+
+    def _py_envs(self) -> list:
+        """The training py envs under TFPyEnvironment (one per lane where they are separate)."""
+        pyenv = self.train_env.pyenv
+        return list(getattr(pyenv, "envs", [pyenv]))
+
+    def _tf_state(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(
+            agent=self.agent,
+            train_step=self.train_step,
+            env_steps=self.env_steps,
+            episodes=self.episodes,
+            train_return=self.train_return,
+            train_length=self.train_length,
+            collect_rng=self._collect_rng,
+            **self._checkpoint_objects(),
+        )
+
+    def _write_checkpoint(self, directory: Path) -> None:
+        self._tf_state().write(str(directory / "tf" / "state"))
+        self._save_extra(directory)
+        env_states = [getattr(env, "get_state", lambda: None)() for env in self._py_envs()]
+        if all(state is not None for state in env_states):
+            time_step = tf.nest.map_structure(lambda t: t.numpy(), self._time_step)
+            (directory / "env.pkl").write_bytes(pickle.dumps(env_states))
+            (directory / "time_step.pkl").write_bytes(pickle.dumps(time_step))
+        rundir.write_json(directory / "loop.json", self._loop)
+
+    def _read_checkpoint(self, directory: Path) -> None:
+        self._tf_state().read(str(directory / "tf" / "state")).assert_consumed()
+        self._loop = json.loads((directory / "loop.json").read_text())
+        self._restore_extra(directory)
+        self._time_step = self.train_env.reset()  # a fresh episode unless the envs come back
+        if (directory / "env.pkl").exists():
+            env_states = pickle.loads((directory / "env.pkl").read_bytes())
+            for env, state in zip(self._py_envs(), env_states, strict=True):
+                env.set_state(state)
+            time_step = pickle.loads((directory / "time_step.pkl").read_bytes())
+            self._time_step = tf.nest.map_structure(tf.convert_to_tensor, time_step)
+        else:
+            logging.warning("the train env's state is not in the checkpoint: a new episode starts")
+
+    def _checkpoint(self, log: MetricsLog) -> None:
+        env_steps = int(self.env_steps.result())
+        log.flush()  # everything logged so far belongs to this checkpoint
+        path = self.checkpoints.save(env_steps, self._write_checkpoint)
+        self._schedule_checkpoint(env_steps)
+        logging.info("checkpoint at %s env steps: %s", f"{env_steps:,}", path)
+
+    def _schedule_checkpoint(self, env_steps: int) -> None:
+        interval = self.checkpoint_interval
+        self._next_checkpoint = (env_steps // interval + 1) * interval
+        self._last_checkpoint_time = time.monotonic()
+
+    def _checkpoint_due(self, env_steps: int) -> bool:
+        return (
+            env_steps >= self._next_checkpoint
+            or time.monotonic() - self._last_checkpoint_time >= self.checkpoint_interval_s
+        )
+
+    def _after_restore(self) -> None:
+        """Hook: work a resume needs before the loop goes on (refilling a replay buffer)."""
+
+    def restore(self) -> int | None:
+        """Loads the newest usable checkpoint; returns its env steps (None: none yet)."""
+        loaded = self.checkpoints.load_latest(self._read_checkpoint)
+        if loaded is None:
+            return None
+        logging.info("resumed from checkpoint at %s env steps", f"{loaded[0]:,}")
+        self._after_restore()
+        return loaded[0]
+
+    def _checkpoint_at_end(self, log: MetricsLog) -> None:
+        """The finished state, so running the command again reports instead of retraining."""
+        newest = self.checkpoints.complete()
+        if not newest or newest[0][0] < int(self.env_steps.result()):
+            self._checkpoint(log)
+
+    # --- the loop ------------------------------------------------------------------
+
+    def run(self, stop: PreemptionFlag | None = None) -> list[dict]:
+        """Trains to `total_env_steps`, resuming from the newest checkpoint if there is one.
+
+        Returns the metrics.jsonl rows this call wrote. With `stop`, a signal makes the loop
+        write a checkpoint and raise `Preempted` at the next iteration boundary.
+        """
+        stop = stop or PreemptionFlag()
+        resumed_at = self.restore()
+        fresh = resumed_at is None
+        # A directory that holds a run but no checkpoint restarts from zero: drop its rows.
+        log = MetricsLog(self.root_dir, keep_until=-1 if fresh else resumed_at)
+        if fresh:
+            self._time_step = self.train_env.reset()
+        env_steps = int(self.env_steps.result())
+        progress = Progress(self.total_env_steps, start_env_steps=env_steps)
+        self._schedule_checkpoint(env_steps)
+        rows: list[dict] = []
+        last_progress = -math.inf
+        wrote_operative_config = False
+
+        while True:
+            env_steps = int(self.env_steps.result())
+            if self._eval_due(env_steps):
+                stats = self._evaluate(log, env_steps, stop)
+                if stats is not None:
+                    self._loop["last_eval"] = stats
+                    self._loop["evaluated_at"] = env_steps
+                    while self._loop["next_eval"] <= env_steps:
+                        self._loop["next_eval"] += self.eval_interval
+                    rows.append(self._record(log, stats))
+            if stop.requested or (self._checkpoint_due(env_steps) and env_steps > 0):
+                self._checkpoint(log)
+            if stop.requested:
+                log.close()
+                raise Preempted(stop.signal_name or "a signal", env_steps)
+            if env_steps >= self.total_env_steps:
+                break
+
+            self._iteration(log, env_steps)
+            if not wrote_operative_config:  # every configurable has now been called
+                wrote_operative_config = True
+                write_operative_config(self.root_dir)
+                if fresh:
+                    log.text("train", "operative_config", gin.operative_config_str(), env_steps)
+
+            env_steps = int(self.env_steps.result())
+            if progress.elapsed() - last_progress >= self.progress_interval_s:
+                last_progress = progress.elapsed()
+                self._log_progress(log, progress, env_steps)
+        self._checkpoint_at_end(log)
+        log.close()
+        self.evaluator.close()
+        last_return = self._loop["last_eval"].get("eval_return_mean")
+        logging.info("done in %s", progress.line(self.total_env_steps, last_return, overall=True))
+        return rows
+
+    def _log_progress(self, log: MetricsLog, progress: Progress, env_steps: int) -> None:
+        log.scalars(
+            "train",
+            {
+                **self._train_scalars(),
+                "return_mean10": float(self.train_return.result()),
+                "episode_length_mean10": float(self.train_length.result()),
+                "steps_per_sec": progress.update(env_steps),
+            },
+            env_steps,
+        )
+        last_return = self._loop["last_eval"].get("eval_return_mean")
+        logging.info(progress.line(env_steps, last_return, self._progress_extras()))
+
+
+def write_operative_config(root_dir: Path) -> None:
+    rundir.atomic_write_text(root_dir / "operative_config.gin", gin.operative_config_str())

@@ -1,0 +1,169 @@
+"""The on-policy loop (REINFORCE, A2C, PPO), configured by gin under `train_on_policy`.
+
+Each iteration collects fresh experience with the current stochastic policy, trains on it
+once (the agent decides how many passes), and throws it away. Two ways to collect:
+
+  collect_episodes_per_iteration = N   whole episodes (REINFORCE needs complete returns)
+  collect_steps_per_iteration = T      T steps per env lane (A2C, PPO), episodes may span
+                                       iterations: the last step of one batch is carried
+                                       into the next as its first, so every transition is
+                                       trained on once and each batch can bootstrap.
+
+Evaluation, checkpoints, resume and signals are `pipeline.loop.TrainingLoop`'s, as for DQN.
+A run picks this loop with `run_experiment.loop = @OnPolicyExperiment` (see the gin files).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import gin
+import tensorflow as tf
+from tf_agents.agents.ppo import ppo_clip_agent  # noqa: F401 (gin names)
+from tf_agents.agents.reinforce import reinforce_agent
+from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
+from tf_agents.networks import actor_distribution_network
+from tf_agents.networks import value_network as value_networks  # noqa: F401 (gin names)
+from tf_agents.policies import greedy_policy
+from tf_agents.replay_buffers import tf_uniform_replay_buffer
+
+import envs
+from envs.errors import UserError
+from pipeline import a2c, agents  # noqa: F401 (a2c: gin names)
+from pipeline.loop import TrainingLoop
+from pipeline.metrics import MetricsLog
+from pipeline.policies import GeneratorSamplingPolicy
+
+
+@gin.configurable("train_on_policy", denylist=["root_dir"])
+class OnPolicyExperiment(TrainingLoop):
+    setting = "train_on_policy"
+
+    def __init__(
+        self,
+        root_dir: str | Path,
+        *,
+        seed: int = 0,
+        env_loader: Callable[..., envs.GymnasiumEnvironment] = envs.load_gymnasium,
+        num_envs: int = 1,
+        agent: Callable = reinforce_agent.ReinforceAgent,
+        actor_network: Callable = actor_distribution_network.ActorDistributionNetwork,
+        value_network: Callable | None = None,
+        optimizer: Callable = tf.keras.optimizers.Adam,
+        total_env_steps: int = 100_000,
+        collect_episodes_per_iteration: int | None = None,
+        collect_steps_per_iteration: int | None = None,
+        max_steps_per_iteration: int = 10_000,
+        eval_interval: int = 5_000,
+        eval_episodes: int = 10,
+        eval_at_start: bool = True,
+        progress_interval_s: float = 10.0,
+        checkpoint_interval: int | None = None,
+        checkpoint_interval_s: float = 1800.0,
+        checkpoints_to_keep: int = 3,
+        deterministic: bool = True,
+    ):
+        """See gin/reinforce_cartpole.gin, a2c_cartpole.gin and ppo_cartpole.gin.
+
+        `max_steps_per_iteration` bounds the items one iteration may collect per lane (the
+        size of the on-policy buffer; episode boundaries add an item each, so leave room);
+        an iteration that collects more stops with an error.
+        """
+        if (collect_episodes_per_iteration is None) == (collect_steps_per_iteration is None):
+            raise UserError(
+                "set exactly one of train_on_policy.collect_episodes_per_iteration and "
+                "train_on_policy.collect_steps_per_iteration: fix the bindings"
+            )
+        self._setup(
+            root_dir,
+            seed=seed,
+            env_loader=env_loader,
+            num_envs=num_envs,
+            total_env_steps=total_env_steps,
+            eval_interval=eval_interval,
+            eval_episodes=eval_episodes,
+            eval_at_start=eval_at_start,
+            first_eval=eval_interval,
+            progress_interval_s=progress_interval_s,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_interval_s=checkpoint_interval_s,
+            checkpoints_to_keep=checkpoints_to_keep,
+            deterministic=deterministic,
+        )
+        self._check_positive(
+            max_steps_per_iteration=max_steps_per_iteration,
+            collect_per_iteration=collect_episodes_per_iteration or collect_steps_per_iteration,
+        )
+        self.max_steps_per_iteration = max_steps_per_iteration
+        self.agent = agents.build_on_policy(
+            agent,
+            actor_network,
+            value_network,
+            optimizer,
+            self.train_env.time_step_spec(),
+            self.train_env.action_spec(),
+            train_step_counter=self.train_step,
+        )
+        self._buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+            self.agent.collect_data_spec,
+            batch_size=self.train_env.batch_size,
+            max_length=max_steps_per_iteration + 1,
+        )
+        observers = [
+            self._buffer.add_batch,
+            self.env_steps,
+            self.episodes,
+            self.train_return,
+            self.train_length,
+        ]
+        collect_policy = GeneratorSamplingPolicy(
+            self.agent.collect_policy, self._collect_rng, name="collect"
+        )
+        if collect_episodes_per_iteration is not None:
+            driver = dynamic_episode_driver.DynamicEpisodeDriver(
+                self.train_env,
+                collect_policy,
+                observers=observers,
+                num_episodes=collect_episodes_per_iteration,
+            )
+        else:
+            driver = dynamic_step_driver.DynamicStepDriver(
+                self.train_env,
+                collect_policy,
+                observers=observers,
+                num_steps=collect_steps_per_iteration * self.train_env.batch_size,
+            )
+        self._carry_last_step = collect_steps_per_iteration is not None
+        self._carry = None  # the previous batch's last step, [lanes, 1, ...] NumPy
+        self._collect_fn = tf.function(driver.run, autograph=False)
+        self._train_fn = tf.function(self.agent.train, reduce_retracing=True)
+        self._set_eval_policy(greedy_policy.GreedyPolicy(self.agent.policy))
+
+    def _iteration(self, log: MetricsLog, env_steps: int) -> None:
+        self._time_step, _ = self._collect_fn(self._time_step)
+        experience = self._buffer.gather_all()
+        self._buffer.clear()
+        steps = int(tf.nest.flatten(experience)[0].shape[1])
+        if steps > self.max_steps_per_iteration:
+            raise UserError(
+                f"an iteration collected {steps} steps per lane, more than "
+                f"train_on_policy.max_steps_per_iteration ({self.max_steps_per_iteration}): "
+                "raise it"
+            )
+        if self._carry is not None:
+            experience = tf.nest.map_structure(
+                lambda carried, new: tf.concat([carried, new], axis=1), self._carry, experience
+            )
+        if self._carry_last_step:
+            self._carry = tf.nest.map_structure(lambda x: x[:, -1:].numpy(), experience)
+        loss = float(self._train_fn(experience).loss)
+        self._loop["loss"] = loss
+        log.scalars("train", {"loss": loss}, int(self.env_steps.result()))
+
+    def _save_extra(self, directory: Path) -> None:
+        (directory / "carry.pkl").write_bytes(pickle.dumps(self._carry))
+
+    def _restore_extra(self, directory: Path) -> None:
+        self._carry = pickle.loads((directory / "carry.pkl").read_bytes())
