@@ -10,12 +10,14 @@ from envs.errors import UnknownEnvError, UserError
 from envs.frame_stack import FrameStacker
 from envs.gym_bridge import GymnasiumEnvironment
 from envs.loader import check_env_id, load_gymnasium
+from envs.toy_mdp import ToyMDPEnv  # importing it registers ToyMDP-v0
 
 __all__ = [
     "AtariBatchedEnvironment",
     "AtariDqnPreprocessing",
     "FrameStacker",
     "GymnasiumEnvironment",
+    "ToyMDPEnv",
     "UnknownEnvError",
     "UserError",
     "check_env_id",
