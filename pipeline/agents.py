@@ -18,12 +18,15 @@ from tf_agents.networks import categorical_q_network, network  # noqa: F401 (gin
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
+from envs import toy_mdp
+
 # TF-Agents already registers DqnAgent, DdqnAgent and QNetwork; these are the pieces it
 # leaves out.
 gin.external_configurable(common.element_wise_huber_loss, module="tf_agents")
 gin.external_configurable(common.element_wise_squared_loss, module="tf_agents")
 gin.external_configurable(tf.keras.optimizers.Adam, module="tf.keras.optimizers")
 gin.external_configurable(tf.keras.optimizers.RMSprop, module="tf.keras.optimizers")
+gin.external_configurable(toy_mdp.observation_and_mask, module="envs.toy_mdp")
 # The TF1 initializer draws new values on every call; a Keras 2.15 initializer instance shared
 # by several layers (as a gin-bound one is) gives every same-shaped layer identical weights.
 gin.external_configurable(
@@ -41,13 +44,17 @@ def build_dqn_family(
     action_spec,
     epsilon: Callable[[], tf.Tensor],
     train_step_counter: tf.Variable,
+    action_mask_splitter: Callable | None = None,
 ) -> tf_agent.TFAgent:
     """Builds a value-based agent whose optimizer state exists before the first update.
 
     Creating the optimizer's slots up front lets the train loop run as one `tf.function`
     (variables cannot be created inside a graph loop).
     """
-    q_net = network_class(tensor_spec.from_spec(time_step_spec.observation), action_spec)
+    observation_spec = tensor_spec.from_spec(time_step_spec.observation)
+    if action_mask_splitter is not None:  # the network sees the state part only
+        observation_spec = action_mask_splitter(observation_spec)[0]
+    q_net = network_class(observation_spec, action_spec)
     optimizer = optimizer_class()
     # C51 (CategoricalDqnAgent) names its network argument differently; the rest is shared.
     parameters = inspect.signature(agent_class).parameters
@@ -59,6 +66,7 @@ def build_dqn_family(
         optimizer=optimizer,
         epsilon_greedy=epsilon,
         train_step_counter=train_step_counter,
+        observation_and_action_constraint_splitter=action_mask_splitter,
     )
     agent.initialize()
     if hasattr(optimizer, "build"):

@@ -55,6 +55,7 @@ class Experiment(TrainingLoop):
         eval_episodes: int = 10,
         eval_at_start: bool = True,
         eval_epsilon: float = 0.0,
+        action_mask_splitter: Callable | None = None,
         progress_interval_s: float = 10.0,
         checkpoint_interval: int | None = None,
         checkpoint_interval_s: float = 1800.0,
@@ -102,6 +103,7 @@ class Experiment(TrainingLoop):
             self.train_env.action_spec(),
             epsilon=self.epsilon,
             train_step_counter=self.train_step,
+            action_mask_splitter=action_mask_splitter,
         )
         self.replay = replay(
             data_spec=self.agent.collect_data_spec,
@@ -116,17 +118,27 @@ class Experiment(TrainingLoop):
             self.train_return,
             self.train_length,
         ]
+        # With an action mask (`action_mask_splitter`), every policy picks allowed actions.
         self._random_policy = UniformRandomPolicy(
-            self.train_env.time_step_spec(), self.train_env.action_spec(), self._collect_rng
+            self.train_env.time_step_spec(),
+            self.train_env.action_spec(),
+            self._collect_rng,
+            splitter=action_mask_splitter,
         )
         self._collect_policy = EpsilonGreedyPolicy(
-            self.agent.policy, self.epsilon, self._collect_rng, name="collect"
+            self.agent.policy,
+            self.epsilon,
+            self._collect_rng,
+            name="collect",
+            splitter=action_mask_splitter,
         )
         self._collect_fns: dict[tuple, Callable] = {}
         self._chunk = tf.Variable(0, dtype=tf.int32, trainable=False, name="collect_chunk")
         eval_policy = self.agent.policy
         if eval_epsilon > 0:  # Atari protocols evaluate with a little noise (see their gin)
-            eval_policy = EpsilonGreedyPolicy(eval_policy, eval_epsilon, self._eval_rng, "eval")
+            eval_policy = EpsilonGreedyPolicy(
+                eval_policy, eval_epsilon, self._eval_rng, "eval", splitter=action_mask_splitter
+            )
         self._set_eval_policy(eval_policy)
         self.train_updates = tf.function(self._train_updates, autograph=False)
 

@@ -15,6 +15,7 @@ from tf_agents.trajectories import policy_step
 from tf_agents.utils import nest_utils
 
 Epsilon = float | Callable[[], tf.Tensor]
+Splitter = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
 def _discrete_bounds(action_spec) -> tuple[int, int]:
@@ -24,17 +25,36 @@ def _discrete_bounds(action_spec) -> tuple[int, int]:
 
 
 class UniformRandomPolicy(tf_policy.TFPolicy):
-    """Uniform over a discrete action range; the initial collection and ε's random branch."""
+    """Uniform over a discrete action range; the initial collection and ε's random branch.
 
-    def __init__(self, time_step_spec, action_spec, rng: tf.random.Generator, name: str = "random"):
+    With `splitter` (TF-Agents' `observation_and_action_constraint_splitter`), uniform over
+    the actions the observation's mask allows.
+    """
+
+    def __init__(
+        self,
+        time_step_spec,
+        action_spec,
+        rng: tf.random.Generator,
+        name: str = "random",
+        splitter: Splitter | None = None,
+    ):
         super().__init__(time_step_spec, action_spec, name=name)
         self._low, self._high = _discrete_bounds(action_spec)
         self._rng = rng
+        self._splitter = splitter
 
     def _action(self, time_step, policy_state, seed):
         del seed  # the Generator is the only source of randomness
-        batch = nest_utils.get_outer_shape(time_step, self.time_step_spec)
-        action = self._rng.uniform(batch, self._low, self._high + 1, dtype=tf.int64)
+        if self._splitter is not None:
+            _, mask = self._splitter(time_step.observation)
+            logits = tf.where(tf.cast(mask, tf.bool), 0.0, -1e9)
+            seed = tf.cast(self._rng.make_seeds(1)[:, 0], tf.int32)
+            index = tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int64)[:, 0]
+            action = index + self._low
+        else:
+            batch = nest_utils.get_outer_shape(time_step, self.time_step_spec)
+            action = self._rng.uniform(batch, self._low, self._high + 1, dtype=tf.int64)
         return policy_step.PolicyStep(tf.cast(action, self.action_spec.dtype), policy_state, ())
 
     def _distribution(self, time_step, policy_state):
@@ -53,6 +73,7 @@ class EpsilonGreedyPolicy(tf_policy.TFPolicy):
         epsilon: Epsilon,
         rng: tf.random.Generator,
         name: str = "epsilon_greedy",
+        splitter: Splitter | None = None,
     ):
         super().__init__(
             policy.time_step_spec,
@@ -62,7 +83,9 @@ class EpsilonGreedyPolicy(tf_policy.TFPolicy):
             name=name,
         )
         self._greedy = policy
-        self._random = UniformRandomPolicy(policy.time_step_spec, policy.action_spec, rng)
+        self._random = UniformRandomPolicy(
+            policy.time_step_spec, policy.action_spec, rng, splitter=splitter
+        )
         self._epsilon = epsilon
         self._rng = rng
 

@@ -132,3 +132,20 @@ def start_cli(args: list[str], root_dir: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_dqn_learns_the_toy_mdp_oracle_q_values(tmp_path: Path):
+    """Masked DQN on ToyMDP-v0 approaches Q* from Q-value iteration; greedy actions match."""
+    from envs import toy_mdp
+    from pipeline import config, experiment
+    from pipeline.tabular import greedy_actions, q_value_iteration
+
+    config.parse(["dqn_toy_mdp.gin"], ["train.total_env_steps=8_000", "train.eval_episodes=2"])
+    run = experiment.Experiment(tmp_path)
+    run.run()
+    learned = run.agent._q_network(tf.eye(3))[0].numpy()
+    oracle = q_value_iteration(toy_mdp.TRANSITIONS, toy_mdp.REWARDS, 0.9, toy_mdp.ALLOWED)
+    allowed = toy_mdp.ALLOWED.astype(bool)
+    np.testing.assert_allclose(learned[allowed], oracle[allowed], atol=1.5)
+    masked = np.where(allowed, learned, np.nan)
+    assert list(greedy_actions(masked)) == list(greedy_actions(oracle)) == [0, 0, 1]
