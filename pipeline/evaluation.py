@@ -43,9 +43,16 @@ class Evaluator:
         self._seeds = list(seeds)
 
     def run(
-        self, policy: py_policy.PyPolicy, should_stop: Callable[[], bool] = lambda: False
+        self,
+        policy: py_policy.PyPolicy,
+        should_stop: Callable[[], bool] = lambda: False,
+        observer: Callable[[int, GymnasiumEnvironment], None] | None = None,
     ) -> EpisodeStats | None:
-        """Plays the episodes; None if `should_stop()` turned true first (a pre-emption)."""
+        """Plays the episodes; None if `should_stop()` turned true first (a pre-emption).
+
+        `observer(i, env)` is called after episode i's reset and after each of its steps
+        (to film it).
+        """
         for env, seed in zip(self._envs, self._seeds, strict=True):
             env.seed(seed)
         n = len(self._envs)
@@ -53,6 +60,9 @@ class Evaluator:
         lengths = np.zeros(n, np.int64)
         running = np.ones(n, bool)
         time_steps = [env.reset() for env in self._envs]
+        if observer is not None:
+            for i, env in enumerate(self._envs):
+                observer(i, env)
         policy_state = policy.get_initial_state(n)
         while running.any():
             if should_stop():
@@ -66,6 +76,8 @@ class Evaluator:
                 returns[i] += time_steps[i].reward
                 lengths[i] += 1
                 running[i] = time_steps[i].step_type != StepType.LAST
+                if observer is not None:
+                    observer(i, self._envs[i])
         return EpisodeStats(returns=returns, lengths=lengths)
 
     def close(self) -> None:

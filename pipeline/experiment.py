@@ -139,7 +139,7 @@ class Experiment(TrainingLoop):
             eval_policy = EpsilonGreedyPolicy(
                 eval_policy, eval_epsilon, self._eval_rng, "eval", splitter=action_mask_splitter
             )
-        self._set_eval_policy(eval_policy)
+        self._set_eval_policy(eval_policy, export=self.agent.policy)
         self.train_updates = tf.function(self._train_updates, autograph=False)
 
     @staticmethod
@@ -252,6 +252,12 @@ class Experiment(TrainingLoop):
         if loss is None:
             return ""
         return f"loss {loss:.3g} | eps {float(self.epsilon()):.3f}"
+
+
+@gin.configurable("run_experiment", denylist=["root_dir"])
+def build_loop(root_dir: Path, loop: type[TrainingLoop] | None = None) -> TrainingLoop:
+    """The loop a gin file asks for: `@train` (DQN family, the default) or `@train_on_policy`."""
+    return (loop or Experiment)(root_dir)
 
 
 def write_run_files(root_dir: Path, info: dict) -> None:

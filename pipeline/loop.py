@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,7 @@ import tensorflow as tf
 from absl import logging
 from tf_agents.environments import batched_py_environment, tf_py_environment
 from tf_agents.metrics import tf_metrics
-from tf_agents.policies import py_tf_eager_policy, tf_policy
+from tf_agents.policies import policy_saver, py_tf_eager_policy, tf_policy
 
 from envs.errors import UserError
 from pipeline import rundir
@@ -123,10 +125,42 @@ class TrainingLoop:
                     f"{self.setting}.{name} must be positive, got {value}: fix the binding"
                 )
 
-    def _set_eval_policy(self, policy: tf_policy.TFPolicy) -> None:
+    def _set_eval_policy(self, policy: tf_policy.TFPolicy, export: tf_policy.TFPolicy) -> None:
+        """`policy` plays the evaluations; `export` (greedy, no eval noise) is saved after each."""
         self._eval_policy = py_tf_eager_policy.PyTFEagerPolicy(
             policy, use_tf_function=True, batch_time_steps=False
         )
+        self._export_policy = export
+        self._saver: policy_saver.PolicySaver | None = None
+
+    def export_policy(self, env_steps: int) -> Path:
+        """Saves the greedy policy with the current weights as a SavedModel, atomically.
+
+        Written to `policies/step-N` (through a `.partial` sibling and a rename), then the
+        `policy` symlink is swapped to it in one rename, so a reader of `<root_dir>/policy`
+        always finds a complete model. Older exports are removed. Loading it needs only
+        TensorFlow and TF-Agents: `tf.saved_model.load("<root_dir>/policy")`.
+        """
+        if self._saver is None:
+            self._saver = policy_saver.PolicySaver(
+                self._export_policy, batch_size=None, train_step=self.train_step
+            )
+        folder = self.root_dir / "policies"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"step-{env_steps:012d}"
+        partial = folder / f".{target.name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        self._saver.save(str(partial))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
+        link = self.root_dir / ".policy.link"
+        link.unlink(missing_ok=True)
+        os.symlink(Path("policies") / target.name, link)
+        os.replace(link, self.root_dir / "policy")
+        for old in folder.iterdir():
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+        return target
 
     # --- what subclasses provide -------------------------------------------------------
 
@@ -317,6 +351,7 @@ class TrainingLoop:
                     while self._loop["next_eval"] <= env_steps:
                         self._loop["next_eval"] += self.eval_interval
                     rows.append(self._record(log, stats))
+                    self.export_policy(env_steps)
             if stop.requested or (self._checkpoint_due(env_steps) and env_steps > 0):
                 self._checkpoint(log)
             if stop.requested:

@@ -139,7 +139,8 @@ class OnPolicyExperiment(TrainingLoop):
         self._carry = None  # the previous batch's last step, [lanes, 1, ...] NumPy
         self._collect_fn = tf.function(driver.run, autograph=False)
         self._train_fn = tf.function(self.agent.train, reduce_retracing=True)
-        self._set_eval_policy(greedy_policy.GreedyPolicy(self.agent.policy))
+        greedy = greedy_policy.GreedyPolicy(self.agent.policy)
+        self._set_eval_policy(greedy, export=greedy)
 
     def _iteration(self, log: MetricsLog, env_steps: int) -> None:
         self._time_step, _ = self._collect_fn(self._time_step)

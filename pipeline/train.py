@@ -12,7 +12,6 @@ from absl import app, flags, logging
 from envs.errors import UserError
 from pipeline import config, experiment, metrics, on_policy, preemption, rundir  # noqa: F401
 from pipeline.checkpoints import CheckpointError
-from pipeline.loop import TrainingLoop
 
 flags.DEFINE_multi_string(
     "gin_file",
@@ -27,12 +26,6 @@ flags.DEFINE_string(
 )
 flags.DEFINE_bool("tf_logs", False, "Show TensorFlow's own start-up and C++ log lines.")
 FLAGS = flags.FLAGS
-
-
-@gin.configurable("run_experiment", denylist=["root_dir"])
-def build_loop(root_dir: Path, loop: type[TrainingLoop] = experiment.Experiment) -> TrainingLoop:
-    """The loop a gin file asks for: `@train` (DQN family, the default) or `@train_on_policy`."""
-    return loop(root_dir)
 
 
 def bound_seed() -> int:
@@ -62,7 +55,7 @@ def main(argv: list[str]) -> None:
         if resuming:  # lock before building anything, so a second process stops here
             lock = rundir.RunLock(root_dir).acquire()
             rundir.check_same_settings(root_dir, gin.config_str())
-        run = build_loop(root_dir)
+        run = experiment.build_loop(root_dir)
         rundir.prepare(root_dir)
         lock = lock or rundir.RunLock(root_dir).acquire()
     except UserError as error:

@@ -1,0 +1,143 @@
+"""Plays a run's exported policy: `python -m pipeline.evaluate --root_dir=RUN [--video]`.
+
+The eval environment comes from the run's own config.gin and each episode i starts from the
+same reset seed the run's evaluations used, so a greedy policy scores here exactly what the
+run's evaluation at the export's step scored. `--policy=random` plays a uniform random
+policy on the same episodes instead (a baseline row). Videos (MP4, imageio's bundled ffmpeg)
+show the first `--video_episodes` episodes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags, logging
+
+from envs.errors import UserError
+from pipeline import config, experiment, on_policy  # noqa: F401 (gin names in config.gin)
+from pipeline.evaluation import Evaluator
+from pipeline.loop import EVAL_SEED_OFFSET
+
+flags.DEFINE_string("root_dir", None, "Run directory (holds config.gin and policy/).")
+flags.DEFINE_integer("episodes", None, "Episodes to play; default: the run's eval_episodes.")
+flags.DEFINE_enum("policy", "exported", ["exported", "random"], "Which policy plays.")
+flags.DEFINE_bool("video", False, "Write MP4 videos of the first --video_episodes episodes.")
+flags.DEFINE_integer("video_episodes", 1, "How many episodes to film with --video.")
+flags.DEFINE_integer("fps", 30, "Frames per second of the videos.")
+FLAGS = flags.FLAGS
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame (CartPole's renderer) needs no sound
+
+LOOPS = ("train", "train_on_policy")
+
+
+def run_settings(root_dir: Path, bindings: list[str]) -> tuple[str, dict]:
+    """Parses the run's config.gin; returns its loop's gin name and the settings we need."""
+    config_file = root_dir / "config.gin"
+    if not config_file.exists():
+        raise UserError(f"{root_dir} holds no run (no config.gin): pass a run directory")
+    config.parse([str(config_file)], bindings)
+    loop = "train_on_policy" if config.query("run_experiment.loop") else "train"
+    settings = {
+        "seed": config.query(f"{loop}.seed", 0),
+        "eval_episodes": config.query(f"{loop}.eval_episodes", 10),
+        "env_loader": config.query(f"{loop}.env_loader"),
+    }
+    return loop, settings
+
+
+def make_eval_envs(loader_ref, count: int, video: bool) -> list:
+    loader = loader_ref.scoped_configurable_fn if loader_ref is not None else None
+    if loader is None:
+        import envs
+
+        loader = envs.load_gymnasium
+    kwargs = {"render_mode": "rgb_array"} if video else {}
+    return [loader(seed=None, training=False, **kwargs) for _ in range(count)]
+
+
+def load_policy(root_dir: Path, kind: str, env):
+    from tf_agents.policies import py_tf_eager_policy, random_py_policy
+
+    if kind == "random":
+        return random_py_policy.RandomPyPolicy(
+            env.time_step_spec(), env.action_spec(), seed=12345, outer_dims=None
+        )
+    path = root_dir / "policy"
+    if not (path / "saved_model.pb").exists():
+        raise UserError(
+            f"{root_dir} has no exported policy yet (policy/ appears after the first "
+            "evaluation): wait for it, or pass --policy=random"
+        )
+    return py_tf_eager_policy.SavedModelPyTFEagerPolicy(
+        str(path), env.time_step_spec(), env.action_spec(), batch_time_steps=False
+    )
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    import imageio.v2 as imageio
+
+    tmp = path.with_name(f".{path.name}.partial.mp4")
+    imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+    tmp.replace(path)
+
+
+def evaluate(root_dir: Path) -> dict:
+    _, settings = run_settings(root_dir, [])
+    episodes = FLAGS.episodes or settings["eval_episodes"]
+    seed = settings["seed"]
+    env_list = make_eval_envs(settings["env_loader"], episodes, FLAGS.video)
+    policy = load_policy(root_dir, FLAGS.policy, env_list[0])
+    evaluator = Evaluator(
+        env_list, seeds=[seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(episodes)]
+    )
+    filmed = min(FLAGS.video_episodes, episodes) if FLAGS.video else 0
+    frames: list[list[np.ndarray]] = [[] for _ in range(filmed)]
+
+    def film(index: int, env) -> None:
+        if index < filmed:
+            frames[index].append(np.asarray(env.render()))
+
+    stats = evaluator.run(policy, observer=film).summary()
+    evaluator.close()
+    videos = []
+    for index, episode_frames in enumerate(frames):
+        path = root_dir / "videos" / f"{FLAGS.policy}-episode{index}.mp4"
+        path.parent.mkdir(exist_ok=True)
+        write_video(path, episode_frames, FLAGS.fps)
+        videos.append(path)
+    return {**stats, "videos": videos}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}: use --root_dir=RUN", file=sys.stderr)
+        sys.exit(2)
+    if not FLAGS.root_dir:
+        print("error: --root_dir is required: pass the run directory", file=sys.stderr)
+        sys.exit(2)
+    logging.set_verbosity(logging.WARNING)
+    try:
+        result = evaluate(Path(FLAGS.root_dir))
+    except UserError as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+    lengths = result["eval_length_mean"]
+    print(
+        f"{FLAGS.policy} policy: return {result['eval_return_mean']:.1f} +- "
+        f"{result['eval_return_std']:.1f} (min {result['eval_return_min']:.1f}, max "
+        f"{result['eval_return_max']:.1f}) over {result['eval_episodes']} episodes; mean "
+        f"episode length {lengths:.1f}"
+    )
+    for path in result["videos"]:
+        print(f"video: {path}")
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
