@@ -2,9 +2,9 @@
 
 The eval environment comes from the run's own config.gin and each episode i starts from the
 same reset seed the run's evaluations used, so a greedy policy scores here exactly what the
-run's evaluation at the export's step scored. `--policy=random` plays a uniform random
-policy on the same episodes instead (a baseline row). Videos (MP4, imageio's bundled ffmpeg)
-show the first `--video_episodes` episodes.
+run's evaluation at the export's step scored. `--policy=random`, `cartpole_heuristic`,
+`breakout_tracker` or `scripted` play a baseline on the same episodes instead. Videos (MP4,
+imageio's bundled ffmpeg) show the first `--video_episodes` episodes.
 """
 
 from __future__ import annotations
@@ -17,13 +17,20 @@ import numpy as np
 from absl import app, flags, logging
 
 from envs.errors import UserError
-from pipeline import config, experiment, on_policy  # noqa: F401 (gin names in config.gin)
+from pipeline import config, experiment, on_policy, scripted_policies  # noqa: F401 (gin names)
 from pipeline.evaluation import Evaluator
 from pipeline.loop import EVAL_SEED_OFFSET
 
 flags.DEFINE_string("root_dir", None, "Run directory (holds config.gin and policy/).")
 flags.DEFINE_integer("episodes", None, "Episodes to play; default: the run's eval_episodes.")
-flags.DEFINE_enum("policy", "exported", ["exported", "random"], "Which policy plays.")
+flags.DEFINE_enum(
+    "policy",
+    "exported",
+    ["exported", "random", "cartpole_heuristic", "breakout_tracker", "scripted"],
+    "Which policy plays: the run's export, or a baseline (scripted: ScriptedPyPolicy.script "
+    "from --gin_bindings).",
+)
+flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings (e.g. a script to play).")
 flags.DEFINE_bool("video", False, "Write MP4 videos of the first --video_episodes episodes.")
 flags.DEFINE_integer("video_episodes", 1, "How many episodes to film with --video.")
 flags.DEFINE_integer("fps", 30, "Frames per second of the videos.")
@@ -65,6 +72,13 @@ def load_policy(root_dir: Path, kind: str, env):
         return random_py_policy.RandomPyPolicy(
             env.time_step_spec(), env.action_spec(), seed=12345, outer_dims=None
         )
+    baselines = {
+        "cartpole_heuristic": scripted_policies.CartPoleHeuristicPyPolicy,
+        "breakout_tracker": scripted_policies.BreakoutTrackerPyPolicy,
+        "scripted": scripted_policies.ScriptedPyPolicy,
+    }
+    if kind in baselines:
+        return baselines[kind](env.time_step_spec(), env.action_spec())
     path = root_dir / "policy"
     if not (path / "saved_model.pb").exists():
         raise UserError(
@@ -85,7 +99,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
 
 
 def evaluate(root_dir: Path) -> dict:
-    _, settings = run_settings(root_dir, [])
+    _, settings = run_settings(root_dir, FLAGS.gin_bindings)
     episodes = FLAGS.episodes or settings["eval_episodes"]
     seed = settings["seed"]
     env_list = make_eval_envs(settings["env_loader"], episodes, FLAGS.video)

@@ -102,6 +102,8 @@ def test_random_baseline_and_clear_errors(run_copy: Path, tmp_path: Path):
     result = evaluate_cli(f"--root_dir={run_copy}", "--policy=random", "--episodes=5")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("random policy: return ") and "over 5 episodes" in result.stdout
+    result = evaluate_cli(f"--root_dir={run_copy}", "--policy=cartpole_heuristic", "--episodes=3")
+    assert result.stdout.startswith("cartpole_heuristic policy: return 500.0 +- 0.0"), result
 
     (run_copy / "policy").unlink()
     result = evaluate_cli(f"--root_dir={run_copy}")
