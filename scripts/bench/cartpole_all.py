@@ -1,8 +1,8 @@
 """Every `gin/*_cartpole.gin`, 5 seeds each, against the budget its header states.
 
 Runs `cartpole_solve.py` once per config (the budget is read from the header line
-"... within N env steps") and writes one table: per config, seeds solved, median steps to
-solve, median final return, median wall time per run.
+"... within N env steps"; configs already in --out are reused) and writes one table: per
+config, seeds solved, median steps to solve, median final return, median wall time per run.
 
     .venv/bin/python scripts/bench/cartpole_all.py [--seeds=0,1,2,3,4] [--out=runs/bench/all]
 """
@@ -22,7 +22,8 @@ BUDGET = re.compile(r"within ([\d,]+)\s+env steps")
 
 
 def budget_of(gin_file: Path) -> int:
-    match = BUDGET.search(" ".join(gin_file.read_text().split()))
+    text = " ".join(line.lstrip("#") for line in gin_file.read_text().splitlines())
+    match = BUDGET.search(" ".join(text.split()))
     if match is None:
         raise SystemExit(f"error: {gin_file.name} states no budget ('within N env steps')")
     return int(match.group(1).replace(",", ""))
@@ -59,9 +60,11 @@ def main() -> None:
             f"--jobs={args.jobs}",
             f"--out={args.out}",
         ]
-        print("running", " ".join(command), flush=True)
-        subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-        rows = json.loads((args.out / gin_file.stem / "report.json").read_text())
+        report = args.out / gin_file.stem / "report.json"
+        if not report.exists():  # an earlier, interrupted call may have done some configs
+            print("running", " ".join(command), flush=True)
+            subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        rows = json.loads(report.read_text())
         solved = [r for r in rows if r["solved"]]
         steps = f"{statistics.median(r['steps_to_solve'] for r in solved):,.0f}" if solved else "-"
         lines.append(
