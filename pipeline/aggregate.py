@@ -1,0 +1,257 @@
+"""Aggregates a sweep by setting across seeds: `python -m pipeline.aggregate SWEEP_DIR`.
+
+Reads `<sweep_dir>/sweep.json` (written by `pipeline.sweep`) and each run's `metrics.jsonl`,
+and writes `aggregate.md` and `aggregate.csv` next to it. Only finished runs (an evaluation
+at `total_env_steps`) count in the numbers; missing and unfinished runs are listed, so a
+partial sweep can be aggregated while it runs. Imports nothing heavy (no TensorFlow): it also
+runs as a small Slurm job after the array.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SWEEP_FILE = "sweep.json"
+MARKDOWN_FILE = "aggregate.md"
+CSV_FILE = "aggregate.csv"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Temporary sibling then rename: readers (and a concurrent aggregate) never see half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_sweep(sweep_dir: Path) -> dict[str, Any]:
+    """The expanded sweep; a missing or unreadable sweep.json is the caller's error to report."""
+    return json.loads((Path(sweep_dir) / SWEEP_FILE).read_text(encoding="utf-8"))
+
+
+def read_eval_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Evaluation rows of metrics.jsonl; a torn last line (a killed writer) is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("eval_return_mean") is not None:
+            rows.append(row)
+    return rows
+
+
+@dataclass
+class RunResult:
+    """One run's state and numbers, as aggregation sees them."""
+
+    run_dir: str
+    seed: int
+    total_env_steps: int | None
+    rows: list[dict[str, Any]]
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.rows[-1]["env_steps"]) if self.rows else 0
+
+    @property
+    def finished(self) -> bool:
+        if not self.rows:
+            return False
+        return self.total_env_steps is None or self.env_steps >= self.total_env_steps
+
+    @property
+    def status(self) -> str:
+        if self.finished:
+            return "finished"
+        if not self.rows:
+            return "missing (no evaluation in metrics.jsonl yet)"
+        total = f"{self.total_env_steps:,}" if self.total_env_steps else "?"
+        return f"unfinished ({self.env_steps:,} of {total} env steps)"
+
+    @property
+    def final_return(self) -> float:
+        return float(self.rows[-1]["eval_return_mean"])
+
+    @property
+    def best_return(self) -> float:
+        return max(float(row["eval_return_mean"]) for row in self.rows)
+
+
+@dataclass
+class SettingResult:
+    """All seeds of one grid setting."""
+
+    slug: str
+    setting: dict[str, str]
+    runs: list[RunResult] = field(default_factory=list)
+
+    @property
+    def finished(self) -> list[RunResult]:
+        return [run for run in self.runs if run.finished]
+
+    def stats(self) -> dict[str, float | None]:
+        """Mean and population std (ddof 0) over finished seeds; None when none finished."""
+        done = self.finished
+        if not done:
+            return {"final_mean": None, "final_std": None, "best_mean": None}
+        finals = [run.final_return for run in done]
+        mean = sum(finals) / len(finals)
+        std = math.sqrt(sum((x - mean) ** 2 for x in finals) / len(finals))
+        best = sum(run.best_return for run in done) / len(done)
+        return {"final_mean": mean, "final_std": std, "best_mean": best}
+
+
+def collect(sweep_dir: Path, sweep: dict[str, Any] | None = None) -> list[SettingResult]:
+    """Groups the sweep's runs by setting, in sweep.json order, with their metrics."""
+    sweep_dir = Path(sweep_dir)
+    sweep = sweep if sweep is not None else load_sweep(sweep_dir)
+    settings: dict[str, SettingResult] = {}
+    for run in sweep["runs"]:
+        result = settings.setdefault(
+            run["slug"], SettingResult(slug=run["slug"], setting=dict(run["setting"]))
+        )
+        result.runs.append(
+            RunResult(
+                run_dir=run["run_dir"],
+                seed=int(run["seed"]),
+                total_env_steps=run.get("total_env_steps"),
+                rows=read_eval_rows(sweep_dir / run["run_dir"]),
+            )
+        )
+    return list(settings.values())
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _env_steps(result: SettingResult) -> int | None:
+    totals = {run.total_env_steps for run in result.runs}
+    if len(totals) == 1 and None not in totals:
+        return totals.pop()
+    done = result.finished
+    return max(run.env_steps for run in done) if done else None
+
+
+def to_markdown(sweep_dir: Path, sweep: dict[str, Any], results: list[SettingResult]) -> str:
+    lines = [
+        f"# Sweep {Path(sweep_dir).name}",
+        "",
+        f"gin files: {', '.join(f'`{g}`' for g in sweep.get('gin_files', []))}  ",
+        "fixed bindings: "
+        + (", ".join(f"`{b}`" for b in sweep.get("gin_bindings", [])) or "none")
+        + "  ",
+        f"seeds: {', '.join(str(s) for s in sweep.get('seeds', []))}",
+        "",
+        "Final and best are greedy-policy eval returns; mean +- std over the finished seeds "
+        "(population std), best = mean over seeds of each seed's best evaluation.",
+        "",
+        "| setting | seeds finished | final return (mean +- std) | best return (mean) "
+        "| env steps |",
+        "|---|---|---|---|---|",
+    ]
+    for result in results:
+        stats = result.stats()
+        final = (
+            f"{stats['final_mean']:.1f} +- {stats['final_std']:.1f}"
+            if stats["final_mean"] is not None
+            else "-"
+        )
+        best = _fmt(stats["best_mean"]) or "-"
+        steps = _env_steps(result)
+        lines.append(
+            f"| `{result.slug}` | {len(result.finished)}/{len(result.runs)} | {final} | {best} "
+            f"| {'-' if steps is None else f'{steps:,}'} |"
+        )
+    pending = [run for result in results for run in result.runs if not run.finished]
+    lines.append("")
+    if pending:
+        lines.append(f"Not finished ({len(pending)}):")
+        lines.append("")
+        lines.extend(f"- `{run.run_dir}`: {run.status}" for run in pending)
+    else:
+        lines.append("All runs finished.")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(results: list[SettingResult]) -> str:
+    names = sorted({name for result in results for name in result.setting})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        [
+            "setting",
+            *names,
+            "seeds_finished",
+            "seeds_total",
+            "final_return_mean",
+            "final_return_std",
+            "best_return_mean",
+            "env_steps",
+            "not_finished",
+        ]
+    )
+    for result in results:
+        stats = result.stats()
+        steps = _env_steps(result)
+        writer.writerow(
+            [
+                result.slug,
+                *(result.setting.get(name, "") for name in names),
+                len(result.finished),
+                len(result.runs),
+                "" if stats["final_mean"] is None else repr(stats["final_mean"]),
+                "" if stats["final_std"] is None else repr(stats["final_std"]),
+                "" if stats["best_mean"] is None else repr(stats["best_mean"]),
+                "" if steps is None else steps,
+                ";".join(run.run_dir for run in result.runs if not run.finished),
+            ]
+        )
+    return out.getvalue()
+
+
+def aggregate(sweep_dir: Path | str) -> tuple[Path, list[SettingResult]]:
+    """Writes aggregate.md and aggregate.csv for a sweep directory; returns the .md path."""
+    sweep_dir = Path(sweep_dir)
+    sweep = load_sweep(sweep_dir)
+    results = collect(sweep_dir, sweep)
+    atomic_write_text(sweep_dir / CSV_FILE, to_csv(results))
+    markdown = sweep_dir / MARKDOWN_FILE
+    atomic_write_text(markdown, to_markdown(sweep_dir, sweep, results))
+    return markdown, results
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m pipeline.aggregate SWEEP_DIR", file=sys.stderr)
+        return 2
+    sweep_dir = Path(argv[1])
+    if not (sweep_dir / SWEEP_FILE).is_file():
+        print(
+            f"error: {sweep_dir / SWEEP_FILE} not found: pass a directory made by pipeline.sweep",
+            file=sys.stderr,
+        )
+        return 2
+    markdown, _ = aggregate(sweep_dir)
+    print(markdown.read_text(encoding="utf-8"), end="")
+    print(f"wrote {markdown} and {sweep_dir / CSV_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

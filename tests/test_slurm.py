@@ -1,0 +1,129 @@
+"""A sweep as a real Slurm array job on a local one-node cluster: requeue, resume, aggregate.
+
+The cluster comes from scripts/slurm_local.sh (root, apt). It stays up for the whole test
+session and is stopped at the end if this session started it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TINY_RUN, read_metrics
+
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+LONG = "total_env_steps=20000"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Starts the local cluster once per session; skips only where it cannot exist."""
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root (slurm_local.sh starts daemons)")
+    installed = all(shutil.which(t) for t in ("slurmctld", "slurmd", "sbatch", "munged"))
+    if not installed and not shutil.which("apt-get"):
+        pytest.skip("slurm-wlm/munge are not installed and there is no apt-get to install them")
+    was_running = subprocess.run(["bash", SCRIPT, "status"], capture_output=True).returncode == 0
+    started = subprocess.run(["bash", SCRIPT, "start"], capture_output=True, text=True, timeout=900)
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield
+    if not was_running:
+        subprocess.run(["bash", SCRIPT, "stop"], capture_output=True, timeout=120)
+
+
+def squeue_states() -> dict[str, str]:
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=60
+    ).stdout
+    return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+
+
+def diagnostics(sweep_dir: Path) -> str:
+    parts = [f"squeue: {squeue_states()}"]
+    for path in sorted(sweep_dir.glob("slurm/*_log.*")) + sorted(sweep_dir.glob("*/s*.log")):
+        lines = path.read_text(errors="replace").splitlines()[-15:]
+        parts.append(f"--- {path.name}\n" + "\n".join(lines))
+    return "\n".join(parts)
+
+
+def wait_for(condition, timeout_s: float, what: str, sweep_dir: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"timed out after {timeout_s:.0f} s waiting for {what}\n" + diagnostics(sweep_dir)
+            )
+        time.sleep(1.0)
+
+
+def test_array_task_requeued_mid_run_resumes_and_the_sweep_aggregates(slurm_cluster, tmp_path):
+    sweep_dir = tmp_path / "sw"
+    bindings = [f"--gin_bindings={b}" for b in TINY_RUN if "total_env_steps" not in b]
+    submit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.sweep",
+            "--launcher=slurm",
+            f"--grid=train.total_env_steps={LONG.split('=')[1]},2000,3000",
+            "--seeds=0",
+            *bindings,
+            "--gin_bindings=train.checkpoint_interval=2000",
+            "--slurm_cpus_per_task=1",
+            "--slurm_mem_gb=2",
+            "--slurm_time_min=15",
+            f"--sweep_dir={sweep_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    record = json.loads((sweep_dir / "slurm" / "submissions.jsonl").read_text().splitlines()[-1])
+    assert len(record["tasks"]) == 3
+    task = next(t for t, run_dir in record["tasks"].items() if run_dir.startswith(LONG))
+    ours = {*record["tasks"], record["aggregate_job_id"]}
+    assert task in submit.stdout and record["aggregate_job_id"] in submit.stdout
+    long_run = sweep_dir / LONG / "s0"
+    try:
+        wait_for(
+            lambda: (
+                squeue_states().get(task) == "RUNNING" and any(long_run.glob("checkpoints/ckpt-*"))
+            ),
+            180,
+            f"task {task} running with a checkpoint",
+            sweep_dir,
+        )
+        requeue = subprocess.run(
+            ["scontrol", "requeue", task], capture_output=True, text=True, timeout=60
+        )
+        assert requeue.returncode == 0, requeue.stderr
+        wait_for(
+            lambda: not ours & set(squeue_states()) and (sweep_dir / "aggregate.md").exists(),
+            300,
+            "the array and the aggregation job to finish",
+            sweep_dir,
+        )
+    finally:
+        left = ours & set(squeue_states())
+        if left:
+            subprocess.run(["scancel", *sorted(left)], capture_output=True, timeout=60)
+
+    log = (sweep_dir / LONG / "s0.log").read_text()
+    assert log.count(f"slurm job {task} on") == 2, diagnostics(sweep_dir)  # two attempts
+    assert "resumed from checkpoint at" in log, diagnostics(sweep_dir)
+    steps = [row["env_steps"] for row in read_metrics(long_run)]
+    assert all(a < b for a, b in zip(steps, steps[1:], strict=False)), steps
+    assert steps[-1] == 20000
+    markdown = (sweep_dir / "aggregate.md").read_text()
+    for setting, steps_text in [(LONG, "20,000"), ("total_env_steps=2000", "2,000")]:
+        assert f"| `{setting}` | 1/1 |" in markdown and f"| {steps_text} |" in markdown
+    assert "All runs finished." in markdown, markdown
