@@ -30,6 +30,7 @@ TINY_BREAKOUT = [
     "load_atari.max_episode_frames=2_000",
 ]
 TINY_ON_POLICY = [
+    "PPOClipAgent.num_epochs=2",  # PPO's 20 epochs take most of a tiny run's time
     "train_on_policy.total_env_steps=600",
     "train_on_policy.eval_interval=300",
     "train_on_policy.eval_episodes=2",
