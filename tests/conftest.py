@@ -51,3 +51,12 @@ def tiny_run(tmp_path_factory) -> Path:
     result = train_cli(*bindings(*TINY_RUN), f"--root_dir={run_dir}", cwd=REPO)
     assert result.returncode == 0, result.stderr
     return run_dir
+
+
+@pytest.fixture(autouse=True)
+def fresh_gin_config():
+    """Tests that parse gin files in-process must not leak bindings into later tests."""
+    yield
+    import gin
+
+    gin.clear_config()
