@@ -153,10 +153,12 @@ class TrainingLoop:
         self._saver.save(str(partial))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(partial, target)
-        link = self.root_dir / ".policy.link"
+        link, current = self.root_dir / ".policy.link", self.root_dir / "policy"
         link.unlink(missing_ok=True)
         os.symlink(Path("policies") / target.name, link)
-        os.replace(link, self.root_dir / "policy")
+        if current.is_dir() and not current.is_symlink():  # a copy made with `cp -rL`
+            shutil.rmtree(current)
+        os.replace(link, current)
         for old in folder.iterdir():
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
