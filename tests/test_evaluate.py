@@ -92,9 +92,11 @@ def test_evaluate_matches_the_runs_last_evaluation_and_films(run_copy: Path):
     assert f"over {last['eval_episodes']} episodes" in line
     videos = sorted((run_copy / "videos").glob("*.mp4"))
     assert [v.name for v in videos] == ["exported-episode0.mp4", "exported-episode1.mp4"]
+    # One frame after the reset and one per step: a 1-episode run gives its exact length.
+    single = evaluate_cli(f"--root_dir={run_copy}", "--video", "--episodes=1")
+    length = float(single.stdout.split("mean episode length ")[1].split()[0])
     frames = imageio.mimread(videos[0], memtest=False)
-    # The first episode's length is at least the minimum over episodes; reset adds a frame.
-    assert len(frames) >= last["eval_return_min"] + 1  # CartPole: return = length
+    assert len(frames) == int(length) + 1, (len(frames), length)
     assert np.asarray(frames[0]).shape == (400, 600, 3)
 
 
