@@ -178,6 +178,8 @@ class Experiment(TrainingLoop):
         one traced graph instead of tracing a new one per size.
         """
         observers = self._observers if observers is None else observers
+        if self._time_step is None:  # called before run() (benchmarks, tests)
+            self._time_step = self.train_env.reset()
         key = (policy.name, len(observers))
         if key not in self._collect_fns:
             driver = dynamic_step_driver.DynamicStepDriver(
