@@ -7,7 +7,7 @@ Wall time counts from the start of this script, imports included, like cartpole_
 
 SB3 needs PyTorch, which this project does not install; use a separate virtual environment:
 
-    python3.11 -m venv /tmp/sb3 && /tmp/sb3/bin/pip install torch stable-baselines3 \
+    python3.11 -m venv /tmp/sb3 && /tmp/sb3/bin/pip install torch==2.13.0 stable-baselines3 \
         "gymnasium==1.3.0" "numpy<2"
     /tmp/sb3/bin/python scripts/bench/sb3_cartpole_reference.py --seed=0
 """
