@@ -13,25 +13,16 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import atomic_write_text, read_metrics_rows
+
 SWEEP_FILE = "sweep.json"
 MARKDOWN_FILE = "aggregate.md"
 CSV_FILE = "aggregate.csv"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temporary sibling then rename: readers (and a concurrent aggregate) never see half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_sweep(sweep_dir: Path) -> dict[str, Any]:
@@ -41,18 +32,7 @@ def load_sweep(sweep_dir: Path) -> dict[str, Any]:
 
 def read_eval_rows(run_dir: Path) -> list[dict[str, Any]]:
     """Evaluation rows of metrics.jsonl; a torn last line (a killed writer) is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and row.get("eval_return_mean") is not None:
-            rows.append(row)
-    return rows
+    return [row for row in read_metrics_rows(run_dir) if row.get("eval_return_mean") is not None]
 
 
 @dataclass

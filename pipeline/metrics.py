@@ -14,23 +14,12 @@ from typing import Any
 
 import tensorflow as tf
 
-from pipeline import rundir
+from pipeline import files, rundir
 
 GROUPS = ("train", "eval")
 
 
-def read_rows(root_dir: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl's rows; a torn last line (a killed writer) is skipped."""
-    path = Path(root_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
+read_rows = files.read_metrics_rows  # metrics.jsonl's rows, a torn last line skipped
 
 
 def _truncate_jsonl(root_dir: Path, keep_until: int) -> None:

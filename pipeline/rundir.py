@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.errors import UserError
+from pipeline.files import atomic_write_text  # noqa: F401 (callers use rundir.atomic_write_text)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_MARKERS = ("run.json", "config.gin", "metrics.jsonl")
@@ -31,16 +32,6 @@ def default_root_dir(gin_files: Sequence[str], gin_bindings: Sequence[str], seed
         digest = hashlib.sha1("\n".join(gin_bindings).encode()).hexdigest()[:8]
         name += f"-{digest}"
     return Path("runs") / f"{name}-s{seed}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes to a temporary sibling then renames, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def holds_run(root_dir: Path) -> bool:
