@@ -57,8 +57,7 @@ def build_dqn_family(
     q_net = network_class(observation_spec, action_spec)
     optimizer = optimizer_class()
     # C51 (CategoricalDqnAgent) names its network argument differently; the rest is shared.
-    parameters = inspect.signature(agent_class).parameters
-    network_arg = "categorical_q_network" if "categorical_q_network" in parameters else "q_network"
+    network_arg = _first_parameter(agent_class, "categorical_q_network", "q_network")
     agent = agent_class(
         time_step_spec,
         action_spec,
