@@ -105,14 +105,10 @@ class Experiment(TrainingLoop):
             train_step_counter=self.train_step,
             action_mask_splitter=action_mask_splitter,
         )
-        self.replay = replay(
-            data_spec=self.agent.collect_data_spec,
-            batch_size=self.train_env.batch_size,
-            capacity=replay_capacity,
-            seed=seed,
-        )
-        self._observers = [
-            self.replay.add_batch,
+        self.replay_capacity = replay_capacity
+        self.replay = self._make_replay(replay, replay_capacity, seed)
+        self._observers = [self.replay.add_batch] if self.replay is not None else []
+        self._observers += [
             self.env_steps,
             self.episodes,
             self.train_return,
@@ -141,6 +137,15 @@ class Experiment(TrainingLoop):
             )
         self._set_eval_policy(eval_policy, export=self.agent.policy)
         self.train_updates = tf.function(self._train_updates, autograph=False)
+
+    def _make_replay(self, replay: Callable, capacity: int, seed: int):
+        """The local buffer; the distributed roles replace it with the Reverb server."""
+        return replay(
+            data_spec=self.agent.collect_data_spec,
+            batch_size=self.train_env.batch_size,
+            capacity=capacity,
+            seed=seed,
+        )
 
     @staticmethod
     def _check_sizes(settings: dict) -> None:
@@ -197,7 +202,7 @@ class Experiment(TrainingLoop):
         """Runs `num_updates` sampled updates in one graph loop; returns their mean loss."""
 
         def update(i, total):
-            return i + 1, total + self.agent.train(self.replay.sample(self.batch_size)).loss
+            return i + 1, total + self._update_once()
 
         _, total = tf.while_loop(
             lambda i, _: i < num_updates,
@@ -206,6 +211,10 @@ class Experiment(TrainingLoop):
             parallel_iterations=1,
         )
         return total / tf.maximum(tf.cast(num_updates, tf.float32), 1.0)
+
+    def _update_once(self) -> tf.Tensor:
+        """One gradient update on one sampled batch; returns its loss."""
+        return self.agent.train(self.replay.sample(self.batch_size)).loss
 
     def _updates_due(self, env_steps: int) -> int:
         learning_steps = max(env_steps - self.initial_collect_steps, 0)

@@ -8,12 +8,14 @@ the on-policy agents (`pipeline.on_policy`) are both this loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pickle
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,7 +152,8 @@ class TrainingLoop:
         target = folder / f"step-{env_steps:012d}"
         partial = folder / f".{target.name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        self._saver.save(str(partial))
+        with quiet_saving():
+            self._saver.save(str(partial))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(partial, target)
         link, current = self.root_dir / ".policy.link", self.root_dir / "policy"
@@ -376,6 +379,7 @@ class TrainingLoop:
         self._checkpoint_at_end(log)
         log.close()
         self.evaluator.close()
+        self.train_env.close()  # and its thread pool, which would complain at exit
         last_return = self._loop["last_eval"].get("eval_return_mean")
         logging.info("done in %s", progress.line(self.total_env_steps, last_return, overall=True))
         return rows
@@ -384,15 +388,28 @@ class TrainingLoop:
         log.scalars(
             "train",
             {
-                **self._train_scalars(),
                 "return_mean10": float(self.train_return.result()),
                 "episode_length_mean10": float(self.train_length.result()),
                 "steps_per_sec": progress.update(env_steps),
+                **self._train_scalars(),
             },
             env_steps,
         )
         last_return = self._loop["last_eval"].get("eval_return_mean")
         logging.info(progress.line(env_steps, last_return, self._progress_extras()))
+
+
+@contextlib.contextmanager
+def quiet_saving():
+    """Hides the SavedModel writer's notices (renamed inputs, untraced functions, ...)."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def write_operative_config(root_dir: Path) -> None:

@@ -4,6 +4,7 @@ Flags only say how to run (files, bindings, where); everything that changes resu
 """
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import gin
@@ -12,6 +13,7 @@ from absl import app, flags, logging
 from envs.errors import UserError
 from pipeline import config, experiment, metrics, on_policy, preemption, rundir  # noqa: F401
 from pipeline.checkpoints import CheckpointError
+from pipeline.loop import TrainingLoop
 
 flags.DEFINE_multi_string(
     "gin_file",
@@ -39,6 +41,14 @@ def fail(message: str) -> None:
 
 
 def main(argv: list[str]) -> None:
+    execute(argv, experiment.build_loop)
+
+
+def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None:
+    """Parses gin, checks the run directory, trains (or resumes) and prints the result.
+
+    The distributed learner runs through here too, with its own `build_loop`.
+    """
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}: pass settings as --gin_bindings='name=value'")
     logging.set_verbosity(logging.INFO)
@@ -55,7 +65,7 @@ def main(argv: list[str]) -> None:
         if resuming:  # lock before building anything, so a second process stops here
             lock = rundir.RunLock(root_dir).acquire()
             rundir.check_same_settings(root_dir, gin.config_str())
-        run = experiment.build_loop(root_dir)
+        run = build_loop(root_dir)
         rundir.prepare(root_dir)
         lock = lock or rundir.RunLock(root_dir).acquire()
     except UserError as error:

@@ -1,0 +1,6 @@
+"""Distributed mode: collectors and one learner around a Reverb replay server.
+
+Roles (each `python -m pipeline.distributed.<role>`): `server` holds the replay and the
+newest weights, `learner` trains and owns the run directory, `collector` acts; `launch` starts
+them all on one machine or in one Slurm allocation and restarts any that die.
+"""
