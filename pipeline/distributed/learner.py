@@ -32,6 +32,8 @@ from pipeline.preemption import PreemptionFlag
 FLAGS = flags.FLAGS
 
 IDLE_WAIT_S = 0.02  # between polls of the server while no update is due
+# At most this many updates between two reads of the server (and checks for signals).
+UPDATES_PER_ITERATION = 64
 
 
 class Learner(common.RoleExperiment):
@@ -108,8 +110,7 @@ class Learner(common.RoleExperiment):
         env_steps = int(self.env_steps.result())
         due = self._updates_due(env_steps) - int(self.train_step.numpy())
         if env_steps < self.total_env_steps:  # the last iteration makes every update owed
-            chunk = max(round(self.collect_steps_per_iteration * self.updates_per_env_step), 1)
-            due = min(due, chunk)
+            due = min(due, UPDATES_PER_ITERATION)
         if due > 0:
             loss = float(self.train_updates(tf.constant(due, tf.int64)))
             self._loop["loss"] = loss

@@ -1,0 +1,212 @@
+"""The distributed mode on one machine: a real Reverb server, learner and collectors.
+
+The long test is the issue's must-show in one run: CartPole with 2 collectors learns, a
+killed collector and a killed learner are restarted (the learner resumes from its
+checkpoint), a stopped server comes back from its Reverb checkpoint, and nothing is left
+running afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, read_metrics
+
+CARTPOLE = [
+    "--gin_file=dqn_cartpole.gin",
+    "--gin_bindings=train.total_env_steps=10_000",
+    "--gin_bindings=train.eval_interval=2_000",
+    "--gin_bindings=train.eval_episodes=5",
+    "--gin_bindings=train.checkpoint_interval=2_000",
+    "--gin_bindings=distributed.server_checkpoint_interval_s=5.0",
+]
+RANDOM_CARTPOLE = 22.4  # mean return of uniform-random play (scripts/bench/baselines.py)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def processes_with(*needles: str) -> list[int]:
+    """Pids whose command line holds every needle (our roles carry the run's port)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if all(needle in cmdline for needle in needles):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(condition, timeout_s: float, what: str, process=None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"launcher exited ({process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.3)
+
+
+def role(port: int, name: str, index: int | None = None) -> int:
+    needles = [f"pipeline.distributed.{name}", f"localhost:{port}" if name != "server" else
+               f"--port={port}"]  # fmt: skip
+    if index is not None:
+        needles.append(f"--index={index}")
+    pids = processes_with(*needles)
+    assert len(pids) == 1, (name, index, pids)
+    return pids[0]
+
+
+def log_of(root: Path, name: str) -> str:
+    path = root / "logs" / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_distributed_cartpole_learns_and_survives_killed_roles(tmp_path):
+    root, port = tmp_path / "run", free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.distributed.launch", *CARTPOLE,
+         f"--root_dir={root}", f"--port={port}", "--num_collectors=2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        checkpoints = root / "checkpoints"
+        wait_for(
+            lambda: checkpoints.exists() and any(p.name.startswith("ckpt-") for p in
+                                                 checkpoints.iterdir()),  # fmt: skip
+            240, "the learner's first checkpoint", launcher,
+        )  # fmt: skip
+        os.kill(role(port, "collector", index=1), signal.SIGKILL)
+        os.kill(role(port, "learner"), signal.SIGKILL)
+        wait_for(lambda: "resumed from checkpoint" in log_of(root, "learner"), 120,
+                 "the learner's resume", launcher)  # fmt: skip
+        wait_for(lambda: list((root / "reverb").glob("*/DONE")), 60, "a Reverb checkpoint")
+        os.kill(role(port, "server"), signal.SIGTERM)  # it checkpoints, exits, comes back
+        wait_for(lambda: log_of(root, "server").count("restored from") >= 2, 120,
+                 "the server's restart", launcher)  # fmt: skip
+        out, err = launcher.communicate(timeout=400)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode == 0, err[-3000:]
+    assert "collector-1 exited with status -9: restarting" in err
+    assert "learner exited with status -9: restarting" in err
+    assert "server exited with status 0: restarting" in err
+    server_log = log_of(root, "server")
+    restored = [line for line in server_log.splitlines() if "restored from" in line]
+    assert " 0 transitions" not in restored[-1], restored  # the replay came back
+
+    rows = [row for row in read_metrics(root) if "eval_return_mean" in row]
+    assert rows[-1]["env_steps"] == 10_000
+    steps = [row["env_steps"] for row in rows]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps), steps
+    best = max(row["eval_return_mean"] for row in rows)
+    assert best >= 3 * RANDOM_CARTPOLE, [row["eval_return_mean"] for row in rows]
+    assert rows[-1]["train_return_mean10"] > 0  # collectors' episodes reached the learner
+    assert (root / "policy" / "saved_model.pb").exists()
+    assert processes_with(str(port)) == [], "roles outlived the launcher"
+
+
+def test_busy_port_is_refused_with_one_line(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.distributed.launch", "--gin_file=dqn_cartpole.gin",
+             f"--root_dir={tmp_path / 'run'}", f"--port={port}"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: port {port} is not free (Address already in use): pick another with --port "
+        "or stop the process that holds it"
+    ]
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreachable_server_fails_within_the_timeout():
+    port = free_port()
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.distributed.collector", "--gin_file=dqn_cartpole.gin",
+         "--gin_bindings=distributed.connect_timeout_s=3", f"--server=localhost:{port}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [
+        f"error: no Reverb server answered at localhost:{port} within 3 s: start "
+        "python -m pipeline.distributed.server first or fix --server"
+    ], result.stderr
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    "binding, message",
+    [
+        ("distributed.weight_pull_interval=0", "distributed.weight_pull_interval must be"),
+        ("distributed.samples_per_insert=-1", "distributed.samples_per_insert must be positive"),
+    ],
+)
+def test_bad_distributed_settings_are_refused(tmp_path, binding, message):
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.distributed.server", "--gin_file=dqn_cartpole.gin",
+         f"--gin_bindings={binding}", f"--root_dir={tmp_path / 'run'}", f"--port={port}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_prioritized_replay_learner_updates_priorities(tmp_path):
+    """The learner writes |TD error| priorities back: the stopped server's replay shows them."""
+    import reverb
+
+    from pipeline import config
+    from pipeline.distributed import common
+
+    root = tmp_path / "run"
+    bindings = [
+        "train.total_env_steps=2_000",
+        "train.eval_interval=2_000",
+        "train.eval_episodes=2",
+        "distributed.prioritized=True",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.distributed.launch", "--gin_file=dqn_cartpole.gin",
+         *[f"--gin_bindings={b}" for b in bindings], f"--root_dir={root}",
+         "--num_collectors=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    config.parse(["dqn_cartpole.gin"], bindings)
+    tables = common.build_tables(common.RoleExperiment(tmp_path / "unused"), common.settings())
+    checkpointer = reverb.checkpointers.DefaultCheckpointer(str(root / "reverb"))
+    server = reverb.Server(tables, port=None, checkpointer=checkpointer)
+    try:
+        client = reverb.Client(f"localhost:{server.port}")
+        priorities = [s[0].info.priority for s in client.sample(common.REPLAY_TABLE, 200)]
+    finally:
+        server.stop()
+    assert len(set(priorities)) > 20 and min(priorities) < 0.5 < max(priorities), priorities[:20]
