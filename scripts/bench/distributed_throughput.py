@@ -110,8 +110,8 @@ def run_mode(name: str, root: Path, args, gin: list[str]) -> dict:
         command = [sys.executable, "-m", "pipeline.train", *gin, f"--root_dir={root}"]
     else:
         collectors = int(name.split("-")[1])
-        command = [sys.executable, "-m", "pipeline.distributed.launch", *gin,
-                   f"--root_dir={root}", f"--port={port}", f"--num_collectors={collectors}"]  # fmt: skip
+        command = [sys.executable, "-m", "pipeline.distributed.launch", *gin, f"--root_dir={root}",
+                   f"--port={port}", f"--num_collectors={collectors}"]  # fmt: skip
     probe = RatioProbe(port) if name != "single" else None
     if probe:
         probe.start()
