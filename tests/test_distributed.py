@@ -210,3 +210,48 @@ def test_prioritized_replay_learner_updates_priorities(tmp_path):
     finally:
         server.stop()
     assert len(set(priorities)) > 20 and min(priorities) < 0.5 < max(priorities), priorities[:20]
+
+
+@pytest.mark.parametrize(
+    "gin_file, ratio",
+    [("dqn_cartpole.gin", 64 * 128 / 256), ("dqn_breakout.gin", 32 * 1 / 4)],
+)
+def test_rate_limiter_holds_the_single_process_update_ratio(gin_file, ratio, tmp_path):
+    from pipeline import config
+    from pipeline.distributed import common
+
+    config.parse([gin_file], ["train.replay_capacity=1_000"])
+    experiment = common.RoleExperiment(tmp_path)
+    replay = common.build_tables(experiment, common.settings())[0]
+    limiter = replay.info.rate_limiter_info
+    assert limiter.samples_per_insert == ratio
+    assert limiter.min_size_to_sample == experiment.initial_collect_steps
+    # The slack is 10% of the samples the random start allows for.
+    slack = (limiter.max_diff - limiter.min_diff) / 2
+    assert slack == pytest.approx(0.1 * ratio * experiment.initial_collect_steps)
+
+
+def test_role_with_other_settings_than_the_server_is_refused(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.distributed.server", "--gin_file=dqn_cartpole.gin",
+         f"--root_dir={tmp_path / 'run'}", f"--port={port}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.distributed.collector", "--gin_file=dqn_cartpole.gin",
+             "--gin_bindings=train.batch_size=32", f"--server=localhost:{port}"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: the Reverb server at localhost:{port} was started with other settings (data "
+        "shapes or samples per insert differ): start every role with the same --gin_file and "
+        "--gin_bindings"
+    ], result.stderr
+    assert server.returncode == 0  # SIGTERM: checkpoint and a clean stop
