@@ -79,8 +79,22 @@ class Supervisor:
         if self.backend == "local":
             return argv
         place = ["--nodelist", node] if node else []
-        return ["srun", "--ntasks=1", "--nodes=1", "--exact", "--kill-on-bad-exit=1", *place,
-                f"--job-name={role.name}", *argv]  # fmt: skip
+        # Slurm 22.05's srun no longer takes --cpus-per-task from the allocation: pass it on.
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        per_task = [f"--cpus-per-task={cpus}"] if cpus else []
+        # --mem=0: the role may use the job's memory without reserving it. A step otherwise
+        # asks for all of it (SLURM_MEM_PER_NODE) and, where memory is scheduled, the next
+        # role's step waits for the first to end.
+        srun = ["srun", "--ntasks=1", "--nodes=1", "--exact", "--mem=0", *per_task,
+                "--kill-on-bad-exit=1", *place, f"--job-name={role.name}", *argv]  # fmt: skip
+        # srun answers SIGTERM by killing its step outright (the learner could not checkpoint,
+        # nor the server save its replay) but passes SIGUSR1 on, which the roles take as
+        # SIGTERM: this shell turns our SIGTERM into SIGUSR1 and exits with srun's status.
+        relay = (
+            'trap \'kill -USR1 "$step" 2>/dev/null\' TERM; "$@" & step=$!; '
+            'while :; do wait "$step"; s=$?; kill -0 "$step" 2>/dev/null || exit "$s"; done'
+        )
+        return ["bash", "-c", relay, "srun", *srun]
 
     def start(self, role: Role, node: str | None = None) -> None:
         """Starts the role with its output appended to its log (it outlives a dead reader)."""
@@ -151,6 +165,11 @@ def _wait_until_serving(supervisor: Supervisor, server: Role, address: str) -> N
 def _nodes() -> list[str | None]:
     if FLAGS.backend == "local":
         return [None]
+    if "SLURM_JOB_NODELIST" not in os.environ:
+        raise UserError(
+            "--backend=srun runs inside a Slurm allocation and there is none here: submit with "
+            "python -m pipeline.distributed.slurm"
+        )
     listed = subprocess.run(
         ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
         capture_output=True, text=True, check=True,
