@@ -361,6 +361,7 @@ class TrainingLoop:
                 self._checkpoint(log)
             if stop.requested:
                 log.close()
+                self._close_envs()
                 raise Preempted(stop.signal_name or "a signal", env_steps)
             if env_steps >= self.total_env_steps:
                 break
@@ -378,11 +379,14 @@ class TrainingLoop:
                 self._log_progress(log, progress, env_steps)
         self._checkpoint_at_end(log)
         log.close()
-        self.evaluator.close()
-        self.train_env.close()  # and its thread pool, which would complain at exit
+        self._close_envs()
         last_return = self._loop["last_eval"].get("eval_return_mean")
         logging.info("done in %s", progress.line(self.total_env_steps, last_return, overall=True))
         return rows
+
+    def _close_envs(self) -> None:
+        self.evaluator.close()
+        self.train_env.close()  # and its thread pool, which would complain at exit
 
     def _log_progress(self, log: MetricsLog, progress: Progress, env_steps: int) -> None:
         log.scalars(

@@ -255,3 +255,17 @@ def test_role_with_other_settings_than_the_server_is_refused(tmp_path):
         "--gin_bindings"
     ], result.stderr
     assert server.returncode == 0  # SIGTERM: checkpoint and a clean stop
+
+
+def test_launcher_refuses_an_on_policy_gin_file(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.distributed.launch", "--gin_file=ppo_cartpole.gin",
+         f"--root_dir={tmp_path / 'run'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: the distributed mode trains the DQN family (@train) and these gin files ask for "
+        "another loop (run_experiment.loop): run them with python -m pipeline.train"
+    ]
+    assert not (tmp_path / "run").exists()

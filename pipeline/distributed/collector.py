@@ -91,6 +91,8 @@ class Collector(common.RoleExperiment):
 
     def collect(self) -> int:
         """Collects until the learner finishes; returns the env steps this collector took."""
+        logging.info("collector %d (seed %d) on the server at %s", self.index, self.seed,
+                     self.server_address)  # fmt: skip
         weights = self._wait_for_weights()
         policies = {
             name: py_tf_eager_policy.PyTFEagerPolicy(policy, use_tf_function=True)

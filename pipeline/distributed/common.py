@@ -95,6 +95,17 @@ def check_server_matches(client: reverb.Client, experiment: Experiment, address:
         )
 
 
+def check_dqn_family() -> None:
+    """The roles build the DQN-family loop (`@train`); on-policy gin files are refused."""
+    from pipeline import config
+
+    if config.query("run_experiment.loop") is not None:
+        raise UserError(
+            "the distributed mode trains the DQN family (@train) and these gin files ask for "
+            "another loop (run_experiment.loop): run them with python -m pipeline.train"
+        )
+
+
 def samples_per_insert(experiment: Experiment, config: DistributedSettings) -> float:
     if config.samples_per_insert is not None:
         if config.samples_per_insert <= 0:

@@ -241,6 +241,8 @@ def main(argv: list[str]) -> None:
     stop = preemption.PreemptionFlag().__enter__()
     try:
         config.parse(FLAGS.gin_file, FLAGS.gin_bindings)  # bad settings fail here, once
+        common.settings()
+        common.check_dqn_family()
         if FLAGS.num_collectors < 1:
             raise UserError("--num_collectors must be at least 1")
         if FLAGS.port:

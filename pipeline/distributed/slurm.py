@@ -173,11 +173,7 @@ def main(argv: list[str]) -> None:
     try:
         gin_files = config.parse(FLAGS.gin_file, FLAGS.gin_bindings)  # bad settings fail here
         common.settings()  # and bad distributed.* ones here, not in the queue
-        if config.query("run_experiment.loop") is not None:
-            raise UserError(
-                "the distributed mode trains the DQN family (@train) and these gin files ask for "
-                "another loop (run_experiment.loop): run them with python -m pipeline.train"
-            )
+        common.check_dqn_family()
         check_options()
         if not FLAGS.dry_run and not shutil.which("sbatch"):
             raise UserError(
