@@ -11,8 +11,11 @@ and reads each run's progress lines (env steps, time) over its learning phase on
 random start, before the final evaluation). For the distributed runs it also polls the replay
 table's rate limiter once a second and reports the samples-per-insert ratio measured over the
 same phase against its setting (batch 32 x 1 update / 4 steps = 8; target within +-10%).
+`--steps_per_update=32` lightens the learner (in every mode) to see whether collection
+scales with collectors once the learner is not the bottleneck.
 
-    .venv/bin/python scripts/bench/distributed_throughput.py [--learn_steps=6000]
+    .venv/bin/python scripts/bench/distributed_throughput.py [--learn_steps=8000]
+        [--steps_per_update=4]
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the ratio probe imports reverb (TF)
 PROGRESS = re.compile(r"^I(\d{4}) (\d\d:\d\d:\d\d\.\d+) .*env steps ([\d,]+)/")
-SETTING = 8.0  # samples per insert that dqn_breakout.gin implies
+BATCH = 32  # dqn_breakout.gin's batch size
 
 
-def bindings(random_start: int, learn_steps: int) -> list[str]:
+def bindings(random_start: int, learn_steps: int, steps_per_update: int) -> list[str]:
     return [
+        f"train.collect_steps_per_iteration={steps_per_update}",
+        "train.train_steps_per_iteration=1",
         f"train.initial_collect_steps={random_start}",
         f"train.total_env_steps={random_start + learn_steps}",
         "train.replay_capacity=100_000",
@@ -90,6 +95,7 @@ class RatioProbe(threading.Thread):
             time.sleep(1.0)
 
     def ratio(self, random_start: int) -> float:
+        """Samples per insert over the learning phase (from 500 inserts past the start)."""
         learning = [(i, s) for i, s in self.points if i >= random_start + 500]
         (i0, s0), (i1, s1) = learning[0], learning[-1]
         return (s1 - s0) / (i1 - i0)
@@ -140,21 +146,33 @@ def main() -> None:
     parser.add_argument("--random_start", type=int, default=2_000)
     parser.add_argument("--learn_steps", type=int, default=6_000)
     parser.add_argument("--modes", default="single,dist-1,dist-2")
+    parser.add_argument(
+        "--steps_per_update",
+        type=int,
+        default=4,
+        help="env steps per update, in every mode (4: the gin file's; more: less learner work)",
+    )
     args = parser.parse_args()
+    setting = BATCH / args.steps_per_update
     gin = ["--gin_file=dqn_breakout.gin"]
-    gin += [f"--gin_bindings={b}" for b in bindings(args.random_start, args.learn_steps)]
+    gin += [
+        f"--gin_bindings={b}"
+        for b in bindings(args.random_start, args.learn_steps, args.steps_per_update)
+    ]
     tmp = Path(tempfile.mkdtemp(prefix="dist-bench-"))
     try:
         rows = [run_mode(m, tmp / m, args, gin) for m in args.modes.split(",")]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = next((r["steps_per_s"] for r in rows if r["mode"] == "single"), None)
-    print("\n| mode | env steps/s (learning phase) | vs single | samples/insert (setting 8) |")
+    print(f"\none update per {args.steps_per_update} env steps")
+    header = f"samples/insert (setting {setting:g})"
+    print(f"| mode | env steps/s (learning phase) | vs single | {header} |")
     print("|---|---|---|---|")
     for row in rows:
         ratio = f"{row['steps_per_s'] / base:.2f}" if base else "-"
         spi = row.get("samples_per_insert")
-        spi_text = f"{spi:.2f} ({(spi / SETTING - 1) * 100:+.1f}%)" if spi else "-"
+        spi_text = f"{spi:.2f} ({(spi / setting - 1) * 100:+.1f}%)" if spi else "-"
         print(f"| {row['mode']} | {row['steps_per_s']:.1f} | {ratio} | {spi_text} |")
 
 
