@@ -1,9 +1,10 @@
 """The distributed mode on one machine: a real Reverb server, learner and collectors.
 
-The long test is the issue's must-show in one run: CartPole with 2 collectors learns, a
-killed collector and a killed learner are restarted (the learner resumes from its
-checkpoint), a stopped server comes back from its Reverb checkpoint, and nothing is left
-running afterwards.
+The long test is the issue's must-show in one run: CartPole with 2 collectors and prioritized
+replay learns, a killed collector and a killed learner are restarted (the learner resumes
+from its checkpoint), a stopped server comes back from its Reverb checkpoint, the learner's
+|TD error| priorities reach the replay, and nothing is left running afterwards. (The Slurm
+test, tests/test_distributed_slurm.py, runs the uniform table.)
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import pytest
 
 from tests.conftest import REPO, read_metrics
 
-CARTPOLE = [
-    "--gin_file=dqn_cartpole.gin",
-    "--gin_bindings=train.total_env_steps=10_000",
-    "--gin_bindings=train.eval_interval=2_000",
-    "--gin_bindings=train.eval_episodes=5",
-    "--gin_bindings=train.checkpoint_interval=2_000",
-    "--gin_bindings=distributed.server_checkpoint_interval_s=5.0",
+CARTPOLE_BINDINGS = [
+    "train.total_env_steps=8_000",
+    "train.eval_interval=2_000",
+    "train.eval_episodes=5",
+    "train.checkpoint_interval=2_000",
+    "distributed.server_checkpoint_interval_s=5.0",
+    "distributed.prioritized=True",
 ]
+CARTPOLE = ["--gin_file=dqn_cartpole.gin", *[f"--gin_bindings={b}" for b in CARTPOLE_BINDINGS]]
 RANDOM_CARTPOLE = 22.4  # mean return of uniform-random play (scripts/bench/baselines.py)
 
 
@@ -113,7 +115,7 @@ def test_distributed_cartpole_learns_and_survives_killed_roles(tmp_path):
     assert " 0 transitions" not in restored[-1], restored  # the replay came back
 
     rows = [row for row in read_metrics(root) if "eval_return_mean" in row]
-    assert rows[-1]["env_steps"] == 10_000
+    assert rows[-1]["env_steps"] == 8_000
     steps = [row["env_steps"] for row in rows]
     assert steps == sorted(steps) and len(set(steps)) == len(steps), steps
     best = max(row["eval_return_mean"] for row in rows)
@@ -121,6 +123,26 @@ def test_distributed_cartpole_learns_and_survives_killed_roles(tmp_path):
     assert rows[-1]["train_return_mean10"] > 0  # collectors' episodes reached the learner
     assert (root / "policy" / "saved_model.pb").exists()
     assert processes_with(str(port)) == [], "roles outlived the launcher"
+    priorities = replay_priorities(root, tmp_path)
+    assert len(set(priorities)) > 20 and min(priorities) < 0.5 < max(priorities), priorities[:20]
+
+
+def replay_priorities(root: Path, tmp_path: Path, samples: int = 200) -> list[float]:
+    """Priorities of items sampled from the stopped server's newest Reverb checkpoint."""
+    import reverb
+
+    from pipeline import config
+    from pipeline.distributed import common
+
+    config.parse(["dqn_cartpole.gin"], CARTPOLE_BINDINGS)
+    tables = common.build_tables(common.RoleExperiment(tmp_path / "unused"), common.settings())
+    checkpointer = reverb.checkpointers.DefaultCheckpointer(str(root / "reverb"))
+    server = reverb.Server(tables, port=None, checkpointer=checkpointer)
+    try:
+        client = reverb.Client(f"localhost:{server.port}")
+        return [s[0].info.priority for s in client.sample(common.REPLAY_TABLE, samples)]
+    finally:
+        server.stop()
 
 
 def test_busy_port_is_refused_with_one_line(tmp_path):
@@ -177,39 +199,6 @@ def test_bad_distributed_settings_are_refused(tmp_path, binding, message):
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
-
-
-def test_prioritized_replay_learner_updates_priorities(tmp_path):
-    """The learner writes |TD error| priorities back: the stopped server's replay shows them."""
-    import reverb
-
-    from pipeline import config
-    from pipeline.distributed import common
-
-    root = tmp_path / "run"
-    bindings = [
-        "train.total_env_steps=2_000",
-        "train.eval_interval=2_000",
-        "train.eval_episodes=2",
-        "distributed.prioritized=True",
-    ]
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.distributed.launch", "--gin_file=dqn_cartpole.gin",
-         *[f"--gin_bindings={b}" for b in bindings], f"--root_dir={root}",
-         "--num_collectors=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    config.parse(["dqn_cartpole.gin"], bindings)
-    tables = common.build_tables(common.RoleExperiment(tmp_path / "unused"), common.settings())
-    checkpointer = reverb.checkpointers.DefaultCheckpointer(str(root / "reverb"))
-    server = reverb.Server(tables, port=None, checkpointer=checkpointer)
-    try:
-        client = reverb.Client(f"localhost:{server.port}")
-        priorities = [s[0].info.priority for s in client.sample(common.REPLAY_TABLE, 200)]
-    finally:
-        server.stop()
-    assert len(set(priorities)) > 20 and min(priorities) < 0.5 < max(priorities), priorities[:20]
 
 
 @pytest.mark.parametrize(
