@@ -106,10 +106,10 @@ def test_on_policy_resume_is_bit_identical(tmp_path: Path):
     run = [
         "--gin_file=ppo_cartpole.gin",
         *bindings(
-            "train_on_policy.total_env_steps=1_200",
-            "train_on_policy.eval_interval=600",
+            "train_on_policy.total_env_steps=800",
+            "train_on_policy.eval_interval=400",
             "train_on_policy.eval_episodes=2",
-            "train_on_policy.checkpoint_interval=400",
+            "train_on_policy.checkpoint_interval=200",
             "PPOClipAgent.num_epochs=2",
         ),
     ]

@@ -39,9 +39,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def processes_with(*needles: str) -> list[int]:
-    """Pids whose command line holds every needle (our roles carry the run's port)."""
-    found = []
+def live_processes(*needles: str) -> dict[int, str]:
+    """Pid -> command line of live processes whose command line holds every needle."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -50,7 +50,7 @@ def processes_with(*needles: str) -> list[int]:
         except OSError:
             continue
         if all(needle in cmdline for needle in needles):
-            found.append(int(entry.name))
+            found[int(entry.name)] = cmdline
     return found
 
 
@@ -69,7 +69,7 @@ def role(port: int, name: str, index: int | None = None) -> int:
                f"--port={port}"]  # fmt: skip
     if index is not None:
         needles.append(f"--index={index}")
-    pids = processes_with(*needles)
+    pids = list(live_processes(*needles))
     assert len(pids) == 1, (name, index, pids)
     return pids[0]
 
@@ -122,7 +122,7 @@ def test_distributed_cartpole_learns_and_survives_killed_roles(tmp_path):
     assert best >= 3 * RANDOM_CARTPOLE, [row["eval_return_mean"] for row in rows]
     assert rows[-1]["train_return_mean10"] > 0  # collectors' episodes reached the learner
     assert (root / "policy" / "saved_model.pb").exists()
-    assert processes_with(str(port)) == [], "roles outlived the launcher"
+    assert live_processes(str(port)) == {}, "roles outlived the launcher"
     priorities = replay_priorities(root, tmp_path)
     assert len(set(priorities)) > 20 and min(priorities) < 0.5 < max(priorities), priorities[:20]
 

@@ -8,7 +8,6 @@ need no cluster: the dry run and refused settings.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, read_metrics
+from tests.test_distributed import live_processes
 from tests.test_slurm import slurm_cluster  # noqa: F401 (the fixture)
 
 SMALL = [
@@ -41,18 +41,7 @@ def slurm_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def command_lines(*needles: str) -> list[str]:
-    """Command lines of live processes that hold every needle."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if all(needle in line for needle in needles):
-            found.append(line)
-    return found
+    return list(live_processes(*needles).values())
 
 
 def job_fields(job_id: str) -> dict[str, str]:
