@@ -72,8 +72,9 @@ class Collector(common.RoleExperiment):
         self.server_address = server_address
         self._client = common.wait_for_server(server_address, self.config.connect_timeout_s)
         common.check_server_matches(self._client, self, server_address)
-        self._shared_env_steps, self._finished = common.progress_variables()
-        self._shared = common.shared_variables(self, self._shared_env_steps, self._finished)
+        self._finished = common.finished_flag()
+        # Pulls land in the agent's weights, the ε schedule's clock and the flag directly.
+        self._shared = common.shared_variables(self, self._finished)
         self._env = self._py_envs()[0]
 
     def _wait_for_weights(self) -> reverb_variable_container.ReverbVariableContainer:
@@ -111,8 +112,7 @@ class Collector(common.RoleExperiment):
             weights.update(self._shared, common.WEIGHTS_TABLE)
             if bool(self._finished.numpy()):
                 break
-            shared_steps = int(self._shared_env_steps.numpy())
-            self.env_steps.environment_steps.assign(shared_steps)  # the ε schedule's clock
+            shared_steps = int(self.env_steps.result())
             random_start = shared_steps < self.initial_collect_steps
             driver = py_driver.PyDriver(
                 self._env,

@@ -56,13 +56,19 @@ class DistributedSettings:
 
 def settings() -> DistributedSettings:
     config = DistributedSettings()
-    positive = ("tolerance", "weight_pull_interval", "weight_push_interval", "connect_timeout_s",
-                "server_checkpoint_interval_s", "min_error_batches")  # fmt: skip
+    positive = (
+        "tolerance",
+        "weight_pull_interval",
+        "weight_push_interval",
+        "connect_timeout_s",
+        "server_checkpoint_interval_s",
+        "min_error_batches",
+        "samples_per_insert",
+    )
     for name in positive:
-        if getattr(config, name) <= 0:
-            raise UserError(
-                f"distributed.{name} must be positive, got {getattr(config, name)}: fix the binding"
-            )
+        value = getattr(config, name)
+        if value is not None and value <= 0:  # samples_per_insert None: the gin file's ratio
+            raise UserError(f"distributed.{name} must be positive, got {value}: fix the binding")
     return config
 
 
@@ -108,11 +114,6 @@ def check_dqn_family() -> None:
 
 def samples_per_insert(experiment: Experiment, config: DistributedSettings) -> float:
     if config.samples_per_insert is not None:
-        if config.samples_per_insert <= 0:
-            raise UserError(
-                f"distributed.samples_per_insert must be positive, got "
-                f"{config.samples_per_insert}: fix the binding"
-            )
         return float(config.samples_per_insert)
     return experiment.batch_size * experiment.updates_per_env_step
 
@@ -124,20 +125,18 @@ def error_buffer(experiment: Experiment, config: DistributedSettings) -> float:
     return max(window, config.min_error_batches * experiment.batch_size, 2.0 * max(ratio, 1.0))
 
 
-def shared_variables(experiment: Experiment, env_steps: tf.Variable, finished: tf.Variable):
-    """What the learner pushes and collectors pull: policy weights and the run's progress."""
+def shared_variables(experiment: Experiment, finished: tf.Variable):
+    """What the learner pushes and collectors pull straight into their own variables: policy
+    weights, the run's env-step count (a collector's ε clock) and whether the run is over."""
     return {
         "policy": experiment.agent.policy.variables(),
-        "env_steps": env_steps,
+        "env_steps": experiment.env_steps.environment_steps,
         "finished": finished,
     }
 
 
-def progress_variables() -> tuple[tf.Variable, tf.Variable]:
-    return (
-        tf.Variable(0, dtype=tf.int64, trainable=False, name="shared_env_steps"),
-        tf.Variable(False, dtype=tf.bool, trainable=False, name="finished"),
-    )
+def finished_flag() -> tf.Variable:
+    return tf.Variable(False, dtype=tf.bool, trainable=False, name="finished")
 
 
 def episode_spec() -> dict:
@@ -166,7 +165,6 @@ def build_tables(experiment: Experiment, config: DistributedSettings) -> list[re
         ),
         signature=tensor_spec.add_outer_dim(experiment.agent.collect_data_spec, SEQUENCE_LENGTH),
     )
-    env_steps, finished = progress_variables()
     weights = reverb.Table(
         name=WEIGHTS_TABLE,
         sampler=reverb.selectors.Uniform(),
@@ -175,7 +173,7 @@ def build_tables(experiment: Experiment, config: DistributedSettings) -> list[re
         rate_limiter=reverb.rate_limiters.MinSize(1),
         signature=tf.nest.map_structure(
             lambda v: tf.TensorSpec(v.shape, v.dtype),
-            shared_variables(experiment, env_steps, finished),
+            shared_variables(experiment, finished_flag()),
         ),
     )
     episodes = reverb.Table(
@@ -213,12 +211,6 @@ def wait_for_server(address: str, timeout_s: float) -> reverb.Client:
                 "python -m pipeline.distributed.server first or fix --server"
             )
         time.sleep(0.5)
-
-
-def inserted_transitions(client: reverb.Client) -> tuple[int, int]:
-    """(items inserted, items sampled) by the replay table since it was created."""
-    limiter = client.server_info(timeout=30)[REPLAY_TABLE].rate_limiter_info
-    return int(limiter.insert_stats.completed), int(limiter.sample_stats.completed)
 
 
 def check_port_free(port: int) -> None:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from absl import app, flags
@@ -55,10 +55,11 @@ class Role:
     module: str
     extra: list[str]
     echo: bool = False  # follow its log on our stderr
+    node: str | None = None  # where srun places it (local: None); kept across restarts
     restarts: int = 0
     process: subprocess.Popen | None = None
     log_path: Path | None = None
-    threads: list[threading.Thread] = field(default_factory=list)
+    followed: bool = False
 
     def argv(self, gin_args: list[str]) -> list[str]:
         extra = [a.replace("{restart}", str(self.restarts)) for a in self.extra]
@@ -74,11 +75,11 @@ class Supervisor:
         self.logs = root_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
-    def _command(self, role: Role, node: str | None) -> list[str]:
+    def _command(self, role: Role) -> list[str]:
         argv = role.argv(self.gin_args)
         if self.backend == "local":
             return argv
-        place = ["--nodelist", node] if node else []
+        place = ["--nodelist", role.node] if role.node else []
         # Slurm 22.05's srun no longer takes --cpus-per-task from the allocation: pass it on.
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         per_task = [f"--cpus-per-task={cpus}"] if cpus else []
@@ -96,23 +97,22 @@ class Supervisor:
         )
         return ["bash", "-c", relay, "srun", *srun]
 
-    def start(self, role: Role, node: str | None = None) -> None:
+    def start(self, role: Role) -> None:
         """Starts the role with its output appended to its log (it outlives a dead reader)."""
         role.log_path = self.logs / f"{role.name}.log"
         with open(role.log_path, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start {role.restarts}\n".encode())
             log.flush()
             role.process = subprocess.Popen(
-                self._command(role, node),
+                self._command(role),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
-        if role.echo and not role.threads:
-            follower = threading.Thread(target=_follow, args=(role.log_path,), daemon=True)
-            follower.start()
-            role.threads = [follower]
+        if role.echo and not role.followed:
+            threading.Thread(target=_follow, args=(role.log_path,), daemon=True).start()
+            role.followed = True
 
     def stop(self, roles: list[Role]) -> None:
         """SIGTERM to every live role, SIGKILL to any still there after the grace period."""
@@ -185,22 +185,23 @@ def supervise(root_dir: Path, gin_args: list[str], num_collectors: int, stop) ->
     address = f"{host}:{port}"
     supervisor = Supervisor(root_dir, gin_args, FLAGS.backend, FLAGS.max_restarts)
     root = f"--root_dir={root_dir}"
-    server = Role("server", "pipeline.distributed.server", [root, f"--port={port}"])
-    learner = Role("learner", "pipeline.distributed.learner", [root, f"--server={address}"], True)
+    server = Role("server", "pipeline.distributed.server", [root, f"--port={port}"], node=nodes[0])
+    learner = Role("learner", "pipeline.distributed.learner", [root, f"--server={address}"],
+                   echo=True, node=nodes[0])  # fmt: skip
     collectors = [
         Role(f"collector-{i}", "pipeline.distributed.collector",
-             [f"--server={address}", f"--index={i}", "--restart={restart}"])
+             [f"--server={address}", f"--index={i}", "--restart={restart}"],
+             node=nodes[(i + 1) % len(nodes)])
         for i in range(num_collectors)
     ]  # fmt: skip
     roles = [server, learner, *collectors]
     print(f"launching server at {address}, learner, {num_collectors} collectors; logs in "
           f"{supervisor.logs}", file=sys.stderr, flush=True)  # fmt: skip
     try:
-        supervisor.start(server, nodes[0])
+        supervisor.start(server)
         _wait_until_serving(supervisor, server, address)
-        supervisor.start(learner, nodes[0])
-        for i, collector in enumerate(collectors):
-            supervisor.start(collector, nodes[(i + 1) % len(nodes)])
+        for role in [learner, *collectors]:
+            supervisor.start(role)
         while True:
             if stop.requested:
                 supervisor.stop([*collectors, learner])  # the learner checkpoints (exit 75)
@@ -227,7 +228,7 @@ def supervise(root_dir: Path, gin_args: list[str], num_collectors: int, stop) ->
                 print(f"{role.name} exited with status {status}: restarting "
                       f"({role.restarts} of {supervisor.max_restarts})",
                       file=sys.stderr, flush=True)  # fmt: skip
-                supervisor.start(role, nodes[0] if role in (server, learner) else None)
+                supervisor.start(role)
                 if role is server:
                     _wait_until_serving(supervisor, server, address)
             time.sleep(POLL_S)

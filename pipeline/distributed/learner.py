@@ -44,7 +44,7 @@ class Learner(common.RoleExperiment):
         self._client = common.wait_for_server(server_address, self.config.connect_timeout_s)
         common.check_server_matches(self._client, self, server_address)
         self._tf_client = reverb.TFClient(server_address)
-        self._shared_env_steps, self._finished = common.progress_variables()
+        self._finished = common.finished_flag()
         self._weights = reverb_variable_container.ReverbVariableContainer(
             server_address, table_names=[common.WEIGHTS_TABLE]
         )
@@ -88,17 +88,16 @@ class Learner(common.RoleExperiment):
         self._loop["server_inserts"] = inserted
         steps = min(int(self.env_steps.result()) + new, self.total_env_steps)
         self.env_steps.environment_steps.assign(steps)
-        finished = info[common.EPISODES_TABLE].current_size
-        if finished:
-            for sample in self._client.sample(common.EPISODES_TABLE, num_samples=finished):
+        unread = info[common.EPISODES_TABLE].current_size
+        if unread:
+            for sample in self._client.sample(common.EPISODES_TABLE, num_samples=unread):
                 episode = tf.nest.pack_sequence_as(common.episode_spec(), sample[0].data)
                 self._recent_returns.append(float(episode["return"]))
                 self.episodes.number_episodes.assign_add(1)
 
     def _push(self) -> None:
-        self._shared_env_steps.assign(int(self.env_steps.result()))
         self._weights.push(
-            common.shared_variables(self, self._shared_env_steps, self._finished),
+            common.shared_variables(self, self._finished),
             common.WEIGHTS_TABLE,
         )
         self._pushed_at = int(self.train_step.numpy())

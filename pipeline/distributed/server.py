@@ -60,7 +60,7 @@ def serve(root_dir: Path, port: int, stop: PreemptionFlag) -> None:
         folder,
         info.rate_limiter_info.samples_per_insert,
     )
-    print(f"serving on port {port}", flush=True)  # the launcher waits for this line
+    print(f"serving on port {port}", flush=True)
     last_checkpoint = time.monotonic()
     while not stop.requested:
         time.sleep(0.2)
