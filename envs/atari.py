@@ -61,7 +61,7 @@ import numpy as np
 from ale_py import roms
 from tf_agents.environments import py_environment
 
-from envs.errors import UnknownEnvError
+from envs.errors import UnknownEnvError, UserError
 from envs.frame_stack import FrameStacker
 from envs.gym_bridge import GymnasiumEnvironment
 
@@ -135,6 +135,7 @@ class AtariDqnPreprocessing(gym.Wrapper):
         terminal_on_life_loss: bool = True,
         clip_rewards: bool = True,
         max_episode_frames: int = 108_000,
+        fire_on_reset: bool = True,
     ):
         super().__init__(env)
         if frame_skip < 1 or noop_max < 0 or screen_size < 1:
@@ -144,8 +145,11 @@ class AtariDqnPreprocessing(gym.Wrapper):
             )
         self._ale = env.unwrapped.ale
         self._action_set = list(env.unwrapped._action_set)
-        self._fire_on_reset = ale_py.Action.FIRE in self._action_set
-        self._pseudo_reset_index = pseudo_reset_action(self._action_set)
+        self._fire_on_reset = fire_on_reset and ale_py.Action.FIRE in self._action_set
+        if fire_on_reset:
+            self._pseudo_reset_index = pseudo_reset_action(self._action_set)
+        else:  # the agent must press FIRE itself, in training as in evaluation
+            self._pseudo_reset_index = self._action_set.index(ale_py.Action.NOOP)
         self._noop_max = noop_max
         self._frame_skip = frame_skip
         self._size = (screen_size, screen_size)
@@ -254,6 +258,7 @@ def load_atari(
     terminal_on_life_loss: bool = True,
     clip_rewards: bool = True,
     max_episode_frames: int = 108_000,
+    fire_on_reset: bool = True,
     full_action_space: bool = False,
     num_threads: int = 0,
     render_mode: str | None = None,
@@ -272,6 +277,10 @@ def load_atari(
     `BreakoutNoFrameskip-v4` (no sticky actions, as Nature DQN, CleanRL and SB3); bind
     `load_atari.sticky_action_prob = 0.25` for Machado et al. 2018's protocol (ALE v5, as
     Dopamine). `max_episode_frames` counts emulator frames (108k = 30 minutes of play).
+    `fire_on_reset=False` presses no FIRE at resets nor after a training life loss (a NOOP
+    step then starts the next episode), as Dopamine's Atari-100k protocol: the agent learns to
+    launch the ball itself, which evaluation (no life-loss episodes) needs at low epsilon.
+    ale-py's vector env always presses FIRE, so it needs `num_envs=1`.
     An unknown `game` fails with a one-line `UnknownEnvError` naming close matches.
     """
     name, _ = resolve_game(game)
@@ -287,6 +296,11 @@ def load_atari(
     if training and num_envs > 1:
         from envs.atari_vector import AtariBatchedEnvironment
 
+        if not fire_on_reset:
+            raise UserError(
+                "load_atari.fire_on_reset=False needs load_atari.num_envs=1 (ale-py's vector "
+                "env always presses FIRE at reset): bind one or the other"
+            )
         return AtariBatchedEnvironment(
             game,
             num_envs,
@@ -305,4 +319,6 @@ def load_atari(
         render_mode=render_mode,
         disable_env_checker=True,
     )
-    return GymnasiumEnvironment(AtariDqnPreprocessing(env, **options), seed=seed)
+    return GymnasiumEnvironment(
+        AtariDqnPreprocessing(env, fire_on_reset=fire_on_reset, **options), seed=seed
+    )

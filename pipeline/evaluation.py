@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import tensorflow as tf
 from tf_agents.policies import py_policy
 from tf_agents.trajectories.time_step import StepType
 from tf_agents.utils import nest_utils
@@ -47,39 +48,67 @@ class Evaluator:
         policy: py_policy.PyPolicy,
         should_stop: Callable[[], bool] = lambda: False,
         observer: Callable[[int, GymnasiumEnvironment], None] | None = None,
+        episodes: int | None = None,
     ) -> EpisodeStats | None:
         """Plays the episodes; None if `should_stop()` turned true first (a pre-emption).
 
+        `episodes`: play only the first that many envs (default: all), so a run can hold
+        more envs for its final evaluation than for the ones along the way.
         `observer(i, env)` is called after episode i's reset and after each of its steps
         (to film it).
         """
-        for env, seed in zip(self._envs, self._seeds, strict=True):
+        n = len(self._envs) if episodes is None else episodes
+        if not 0 < n <= len(self._envs):
+            raise ValueError(f"episodes must be in 1..{len(self._envs)}, got {n}")
+        envs = self._envs[:n]
+        for env, seed in zip(envs, self._seeds[:n], strict=True):
             env.seed(seed)
-        n = len(self._envs)
         returns = np.zeros(n, np.float64)
         lengths = np.zeros(n, np.int64)
         running = np.ones(n, bool)
-        time_steps = [env.reset() for env in self._envs]
+        time_steps = [env.reset() for env in envs]
         if observer is not None:
-            for i, env in enumerate(self._envs):
+            for i, env in enumerate(envs):
                 observer(i, env)
         policy_state = policy.get_initial_state(n)
+        stateless = not tf.nest.flatten(policy_state)
         while running.any():
             if should_stop():
                 return None
-            batch = nest_utils.stack_nested_arrays(time_steps)
-            action_step = policy.action(batch, policy_state)
-            policy_state = action_step.state
-            actions = np.asarray(action_step.action)
-            for i in np.flatnonzero(running):  # finished envs wait; their actions are ignored
-                time_steps[i] = self._envs[i].step(actions[i])
+            live = np.flatnonzero(running)
+            if stateless:  # only the games still running, padded to a power of two
+                rows = _padded(live, n)
+                action_step = policy.action(
+                    nest_utils.stack_nested_arrays([time_steps[i] for i in rows]), ()
+                )
+                actions = np.zeros(n, np.int64)
+                actions[live] = np.asarray(action_step.action)[: live.size]
+            else:  # a policy with state sees every env, as it was built for
+                batch = nest_utils.stack_nested_arrays(time_steps)
+                action_step = policy.action(batch, policy_state)
+                policy_state = action_step.state
+                actions = np.asarray(action_step.action)
+            for i in live:  # finished envs wait; their actions are ignored
+                time_steps[i] = envs[i].step(actions[i])
                 returns[i] += time_steps[i].reward
                 lengths[i] += 1
                 running[i] = time_steps[i].step_type != StepType.LAST
                 if observer is not None:
-                    observer(i, self._envs[i])
+                    observer(i, envs[i])
         return EpisodeStats(returns=returns, lengths=lengths)
 
     def close(self) -> None:
         for env in self._envs:
             env.close()
+
+
+def _padded(live: np.ndarray, most: int) -> np.ndarray:
+    """`live` padded (repeating its first) to the next power of two, at most `most` rows.
+
+    Whole games last very different lengths (a stalled Atari game runs to the frame cap);
+    evaluating only the running ones saves the policy's work on finished ones, and a few
+    batch sizes keep the policy's tf.function from tracing once per size.
+    """
+    size = min(1 << int(live.size - 1).bit_length(), most)
+    size = max(size, live.size)
+    return np.concatenate([live, np.full(size - live.size, live[0])])

@@ -16,6 +16,7 @@ from pathlib import Path
 import gin
 import tensorflow as tf
 from absl import logging
+from tf_agents.agents.data_converter import AsNStepTransition
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.drivers import dynamic_step_driver
 from tf_agents.networks import q_network
@@ -23,6 +24,7 @@ from tf_agents.networks import q_network
 import envs
 from envs.errors import UserError
 from pipeline import agents, networks, rundir  # noqa: F401 (networks: gin names)
+from pipeline import augmentation as _augmentation  # noqa: F401 (gin names)
 from pipeline.loop import TrainingLoop
 from pipeline.metrics import MetricsLog
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
@@ -51,8 +53,10 @@ class Experiment(TrainingLoop):
         batch_size: int = 64,
         replay: Callable = UniformReplay,
         replay_capacity: int = 100_000,
+        augmentation: Callable | None = None,
         eval_interval: int = 5_000,
         eval_episodes: int = 10,
+        final_eval_episodes: int | None = None,
         eval_at_start: bool = True,
         eval_epsilon: float = 0.0,
         action_mask_splitter: Callable | None = None,
@@ -79,6 +83,7 @@ class Experiment(TrainingLoop):
             total_env_steps=total_env_steps,
             eval_interval=eval_interval,
             eval_episodes=eval_episodes,
+            final_eval_episodes=final_eval_episodes,
             eval_at_start=eval_at_start,
             first_eval=(initial_collect_steps // eval_interval + 1) * eval_interval,
             progress_interval_s=progress_interval_s,
@@ -106,6 +111,7 @@ class Experiment(TrainingLoop):
             action_mask_splitter=action_mask_splitter,
         )
         self.replay_capacity = replay_capacity
+        self._check_window()
         self.replay = self._make_replay(replay, replay_capacity, seed)
         self._observers = [self.replay.add_batch] if self.replay is not None else []
         self._observers += [
@@ -136,16 +142,38 @@ class Experiment(TrainingLoop):
                 eval_policy, eval_epsilon, self._eval_rng, "eval", splitter=action_mask_splitter
             )
         self._set_eval_policy(eval_policy, export=self.agent.policy)
+        # Training batches only (`pipeline.augmentation`); policies see the env's frames.
+        self.augmentation = augmentation(seed=seed) if augmentation is not None else None
         self.train_updates = tf.function(self._train_updates, autograph=False)
 
     def _make_replay(self, replay: Callable, capacity: int, seed: int):
-        """The local buffer; the distributed roles replace it with the Reverb server."""
+        """The local buffer; the distributed roles replace it with the Reverb server.
+
+        It samples the windows the agent trains on: `n_step_update + 1` steps.
+        """
         return replay(
             data_spec=self.agent.collect_data_spec,
             batch_size=self.train_env.batch_size,
             capacity=capacity,
             seed=seed,
+            num_steps=self.window_steps,
+            gamma=float(self.agent._gamma),
         )
+
+    @property
+    def window_steps(self) -> int:
+        """Steps per sampled window: `n_step_update + 1` for the DQN family."""
+        return int(self.agent.train_sequence_length or 2)
+
+    def _check_window(self) -> None:
+        """The first update needs a whole window in the replay: refuse what cannot give one."""
+        needed = self.window_steps
+        if needed > 2 and self.initial_collect_steps < needed:
+            raise UserError(
+                f"train.initial_collect_steps={self.initial_collect_steps} is shorter than one "
+                f"{needed}-step window (n_step_update={needed - 1}): raise it to at least "
+                f"{needed}"
+            )
 
     @staticmethod
     def _check_sizes(settings: dict) -> None:
@@ -214,7 +242,30 @@ class Experiment(TrainingLoop):
 
     def _update_once(self) -> tf.Tensor:
         """One gradient update on one sampled batch; returns its loss."""
-        return self.agent.train(self.replay.sample(self.batch_size)).loss
+        if self._trains_on_transitions:
+            batch = self.replay.sample_transition(self.batch_size)
+        else:
+            batch = self.replay.sample(self.batch_size)
+        return self.agent.train(self._training_batch(batch)).loss
+
+    @property
+    def _trains_on_transitions(self) -> bool:
+        """Whether the agent turns windows into n-step transitions with TF-Agents' converter.
+
+        DqnAgent and DdqnAgent do (`AsNStepTransition`); then the buffer builds the same
+        transition itself and skips the observations the converter would drop. C51 reads
+        the window directly, so it gets windows.
+        """
+        return isinstance(getattr(self.agent, "_as_transition", None), AsNStepTransition)
+
+    def _training_batch(self, window):
+        """What the agent trains on: the sampled windows, augmented if the gin file asks."""
+        return window if self.augmentation is None else self.augmentation(window)
+
+    def _checkpoint_objects(self) -> dict:
+        if self.augmentation is None:
+            return {}
+        return {"augmentation_rng": self.augmentation.rng}
 
     def _updates_due(self, env_steps: int) -> int:
         learning_steps = max(env_steps - self.initial_collect_steps, 0)

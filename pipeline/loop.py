@@ -53,6 +53,7 @@ class TrainingLoop:
         eval_episodes: int,
         eval_at_start: bool,
         first_eval: int,
+        final_eval_episodes: int | None = None,
         progress_interval_s: float,
         checkpoint_interval: int | None,
         checkpoint_interval_s: float,
@@ -62,12 +63,16 @@ class TrainingLoop:
         """Builds what every loop has: envs, evaluator, counters, schedules, checkpoints.
 
         `first_eval` is the first scheduled evaluation after step 0 (the DQN loop puts it
-        after the random initial collection).
+        after the random initial collection). `final_eval_episodes` (default
+        `eval_episodes`) is the size of the evaluation at `total_env_steps`.
         """
+        if final_eval_episodes is None:
+            final_eval_episodes = eval_episodes
         self._check_positive(
             total_env_steps=total_env_steps,
             eval_interval=eval_interval,
             eval_episodes=eval_episodes,
+            final_eval_episodes=final_eval_episodes,
             num_envs=num_envs,
             checkpoint_interval_s=checkpoint_interval_s,
             checkpoint_interval=checkpoint_interval or 1,
@@ -77,6 +82,8 @@ class TrainingLoop:
         self.total_env_steps = total_env_steps
         self.eval_interval = eval_interval
         self.eval_at_start = eval_at_start
+        self.eval_episodes = eval_episodes
+        self.final_eval_episodes = final_eval_episodes
         self.progress_interval_s = progress_interval_s
         self.checkpoint_interval = checkpoint_interval or eval_interval
         self.checkpoint_interval_s = checkpoint_interval_s
@@ -87,7 +94,11 @@ class TrainingLoop:
             "evaluated_at": None,
             "last_eval": {},
             "loss": None,
+            # Seconds this run has trained, over its sessions, up to the newest checkpoint (in
+            # its loop.json; not in metrics.jsonl, which a resume reproduces byte for byte).
+            "wall_s": 0.0,
         }
+        self._session_start = time.monotonic()
 
         tf.keras.utils.set_random_seed(seed)
         if deterministic:
@@ -101,9 +112,10 @@ class TrainingLoop:
                 multithreading=False,
             )
         self.train_env = tf_py_environment.TFPyEnvironment(train_env)
+        most = max(eval_episodes, final_eval_episodes)
         self.evaluator = Evaluator(
-            [env_loader(seed=None, training=False) for _ in range(eval_episodes)],
-            seeds=[seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(eval_episodes)],
+            [env_loader(seed=None, training=False) for _ in range(most)],
+            seeds=[seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(most)],
         )
         self.env_steps = tf_metrics.EnvironmentSteps()
         self.episodes = tf_metrics.NumberOfEpisodes()
@@ -202,7 +214,12 @@ class TrainingLoop:
     ) -> dict[str, float] | None:
         """Evaluates and logs; None if a signal cut it short (it runs again after resume)."""
         self._eval_rng.reset_from_seed(self.seed * EVAL_SEED_OFFSET + env_steps)
-        episodes = self.evaluator.run(self._eval_policy, should_stop=lambda: stop.requested)
+        final = env_steps >= self.total_env_steps
+        episodes = self.evaluator.run(
+            self._eval_policy,
+            should_stop=lambda: stop.requested,
+            episodes=self.final_eval_episodes if final else self.eval_episodes,
+        )
         if episodes is None:
             return None
         stats = episodes.summary()
@@ -288,7 +305,16 @@ class TrainingLoop:
         else:
             logging.warning("the train env's state is not in the checkpoint: a new episode starts")
 
+    def _wall_s(self) -> float:
+        """Wall-clock seconds the run has trained so far, over all its sessions.
+
+        Work lost to a kill after the newest checkpoint is not counted: it is redone.
+        """
+        return self._loop.get("wall_s", 0.0) + time.monotonic() - self._session_start
+
     def _checkpoint(self, log: MetricsLog) -> None:
+        self._loop["wall_s"] = self._wall_s()
+        self._session_start = time.monotonic()
         env_steps = int(self.env_steps.result())
         log.flush()  # everything logged so far belongs to this checkpoint
         path = self.checkpoints.save(env_steps, self._write_checkpoint)
@@ -334,6 +360,7 @@ class TrainingLoop:
         """
         stop = stop or PreemptionFlag()
         resumed_at = self.restore()
+        self._session_start = time.monotonic()
         fresh = resumed_at is None
         # A directory that holds a run but no checkpoint restarts from zero: drop its rows.
         log = MetricsLog(self.root_dir, keep_until=-1 if fresh else resumed_at)

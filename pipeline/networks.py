@@ -45,8 +45,14 @@ class DuelingQNetwork(network.Network):
         stream_fc_layer_params=(),
         activation_fn=tf.keras.activations.relu,
         kernel_initializer=None,
+        dtype: str | tf.DType = tf.float32,
         name: str = "DuelingQNetwork",
     ):
+        """`dtype` may be a Keras mixed-precision policy ('mixed_bfloat16' on CPUs with
+        AVX512_BF16, 'mixed_float16' on GPUs): the encoder and stream hidden layers then
+        compute in 16 bits with float32 weights, and the two heads stay float32, so the
+        Q-values (and every loss the agents compute from them) are float32.
+        """
         action_spec = tf.nest.flatten(action_spec)[0]
         num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
         super().__init__(input_tensor_spec, state_spec=(), name=name)
@@ -57,16 +63,19 @@ class DuelingQNetwork(network.Network):
             fc_layer_params=fc_layer_params,
             activation_fn=activation_fn,
             kernel_initializer=kernel_initializer,
+            dtype=dtype,
         )
 
         def stream(units: int, stream_name: str) -> tf.keras.Sequential:
             hidden = [
                 tf.keras.layers.Dense(
-                    n, activation=activation_fn, kernel_initializer=kernel_initializer
+                    n, activation=activation_fn, kernel_initializer=kernel_initializer, dtype=dtype
                 )
                 for n in stream_fc_layer_params
             ]
-            head = tf.keras.layers.Dense(units, kernel_initializer=kernel_initializer)
+            head = tf.keras.layers.Dense(
+                units, kernel_initializer=kernel_initializer, dtype=tf.float32
+            )
             return tf.keras.Sequential([*hidden, head], name=stream_name)
 
         self._value = stream(1, "value")

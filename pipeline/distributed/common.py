@@ -83,6 +83,12 @@ class RoleExperiment(Experiment):
         super().__init__(root_dir, deterministic=False, **overrides)
 
     def _make_replay(self, replay, capacity: int, seed: int) -> None:
+        if self.window_steps != SEQUENCE_LENGTH:
+            raise UserError(
+                f"the distributed mode stores {SEQUENCE_LENGTH}-step items, and "
+                f"n_step_update={self.window_steps - 1} needs {self.window_steps}-step windows: "
+                "bind DqnAgent.n_step_update=1 or run single-process"
+            )
         return None
 
 

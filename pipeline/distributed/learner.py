@@ -63,6 +63,7 @@ class Learner(common.RoleExperiment):
 
     def _update_once(self) -> tf.Tensor:
         experience, info = next(self._samples)
+        experience = self._training_batch(experience)
         if not self.config.prioritized:
             return self.agent.train(experience).loss
         # Importance weights (N P(i))^-beta, scaled so the largest is 1 (Schaul et al. 2016).

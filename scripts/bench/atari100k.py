@@ -1,0 +1,240 @@
+"""The Atari 100k benchmark: N seeds of a gin file at 100k agent steps, and their report.
+
+Runs `python -m pipeline.train --gin_file=GIN --gin_bindings=train.seed=S --root_dir=OUT/sS`
+for each seed, one at a time (wall times are per seed, on a quiet machine), its output
+appended to `OUT/sS.log`. Every run resumes from its newest checkpoint, so running the same
+command again continues unfinished seeds where they stopped (across sessions too) and only
+reports finished ones. Ctrl-C or SIGTERM goes to the running seed, which checkpoints; this
+script then writes the report so far and exits 75.
+
+Writes `OUT/report.md` and `OUT/report.json`: each seed's final score (the mean of the last
+evaluation's games, 100 in drq_breakout.gin), the IQM over seeds with its stratified-bootstrap
+95% CI (rliable), the median and mean, the wall time each seed trained (over all its
+sessions, from its checkpoints), and the published Atari-100k figures beside them; and
+`OUT/curve/learning_curves.png` drawn by `pipeline.report`.
+
+    .venv/bin/python scripts/bench/atari100k.py --gin_file=drq_breakout.gin --seeds=0-4
+    .venv/bin/python scripts/bench/atari100k.py ... --report_only   # no training
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from pipeline import report  # noqa: E402
+from pipeline.checkpoints import CheckpointStore  # noqa: E402
+from pipeline.preemption import EXIT_PREEMPTED  # noqa: E402
+from pipeline.sweep import SweepError, parse_seeds  # noqa: E402
+
+REFERENCES = REPO / "data" / "atari100k_breakout.csv"
+PUBLISHED = [  # (system, score, note), from ../shared/ANCHORS.md
+    ("random", 1.7, "dopamine normalization_utils"),
+    ("human", 30.5, "dopamine normalization_utils"),
+    ("DER", 1.9, "SPR paper table"),
+    ("OTRainbow", 9.8, "SPR paper table"),
+    ("DrQ(eps)", 16.4, "100 runs: IQM 16.4, median 16.1, mean 19.8; 98/100 above 10"),
+    ("SPR", 17.1, "10 seeds (100 runs: IQM 17.3)"),
+]
+
+
+def default_out(gin_file: str, bindings: list[str]) -> Path:
+    name = Path(gin_file).name.removesuffix(".gin")
+    if bindings:
+        name += "-" + hashlib.sha1("\n".join(bindings).encode()).hexdigest()[:8]
+    return REPO / "runs" / "atari100k" / name
+
+
+def train_command(gin_file: str, bindings: list[str], seed: int, run_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        f"--gin_file={gin_file}",
+        f"--gin_bindings=train.seed={seed}",
+        *(f"--gin_bindings={b}" for b in bindings),
+        f"--root_dir={run_dir}",
+    ]
+
+
+class Forwarder:
+    """Passes SIGINT/SIGTERM to the running seed once and remembers that it did."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen | None = None
+        self.stopped = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        del frame
+        self.stopped = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)
+
+
+def run_seed(command: list[str], log_path: Path, forwarder: Forwarder) -> int:
+    with log_path.open("a") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(command)}\n")
+        log.flush()
+        forwarder.child = subprocess.Popen(
+            command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        code = forwarder.child.wait()
+        forwarder.child = None
+    return code
+
+
+def wall_seconds(run_dir: Path) -> float | None:
+    """Seconds the run trained, over its sessions, as its newest checkpoint records."""
+    complete = CheckpointStore(run_dir / "checkpoints", keep=1).complete()
+    if not complete:
+        return None
+    loop = json.loads((complete[0][1] / "loop.json").read_text())
+    return loop.get("wall_s")
+
+
+def seed_result(seed: int, run_dir: Path) -> dict:
+    rows = []
+    if (run_dir / "metrics.jsonl").exists():
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    run = report.load_run(run_dir, explicit=True) if rows else None
+    total = run.total_env_steps if run else None
+    final = rows[-1] if rows and total is not None and rows[-1]["env_steps"] >= total else None
+    return {
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "finished": final is not None,
+        "env_steps": rows[-1]["env_steps"] if rows else 0,
+        "final_score": final["eval_return_mean"] if final else None,
+        "final_games": final["eval_episodes"] if final else None,
+        "final_score_std": final["eval_return_std"] if final else None,
+        "wall_s": wall_seconds(run_dir),
+        "curve": [[r["env_steps"], r["eval_return_mean"]] for r in rows],
+    }
+
+
+def summarize(results: list[dict], reps: int) -> dict:
+    scores = [r["final_score"] for r in results if r["finished"]]
+    if not scores:
+        return {"seeds_finished": 0}
+    iqm, low, high = report.iqm_with_ci(scores, reps=reps)
+    walls = [r["wall_s"] for r in results if r["finished"] and r["wall_s"] is not None]
+    return {
+        "seeds_finished": len(scores),
+        "iqm": iqm,
+        "iqm_ci95": [low, high],
+        "median": statistics.median(scores),
+        "mean": statistics.fmean(scores),
+        "min": min(scores),
+        "seeds_at_least_10": sum(s >= 10 for s in scores),
+        "wall_s_max": max(walls) if walls else None,
+        "wall_s_median": statistics.median(walls) if walls else None,
+    }
+
+
+def markdown(gin_file: str, bindings: list[str], results: list[dict], summary: dict) -> str:
+    command = f"scripts/bench/atari100k.py --gin_file={gin_file} --seeds=" + ",".join(
+        str(r["seed"]) for r in results
+    )
+    command += "".join(f" --gin_bindings='{b}'" for b in bindings)
+    lines = [
+        f"# Atari 100k: {gin_file}",
+        "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `.venv/bin/python {command}`.",
+        "Score: the mean true game score of the final evaluation (whole games, epsilon as in "
+        "the gin file). IQM and its 95% CI: rliable, stratified bootstrap over seeds.",
+        "",
+        "| seed | env steps | final score | games | wall time |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        score = f"{r['final_score']:.1f} +- {r['final_score_std']:.1f}" if r["finished"] else "-"
+        wall = f"{r['wall_s'] / 60:.1f} min" if r["wall_s"] is not None else "-"
+        status = "" if r["finished"] else " (unfinished)"
+        lines.append(
+            f"| {r['seed']} | {r['env_steps']:,}{status} | {score} | {r['final_games'] or '-'} "
+            f"| {wall} |"
+        )
+    lines.append("")
+    if summary.get("seeds_finished"):
+        low, high = summary["iqm_ci95"]
+        wall_max = summary["wall_s_max"]
+        lines += [
+            f"- seeds finished: {summary['seeds_finished']} of {len(results)}",
+            f"- IQM {summary['iqm']:.1f} (95% CI {low:.1f} to {high:.1f}); median "
+            f"{summary['median']:.1f}; mean {summary['mean']:.1f}; lowest seed "
+            f"{summary['min']:.1f}; seeds >= 10: {summary['seeds_at_least_10']}",
+            "- wall time per seed: "
+            + (f"at most {wall_max / 60:.1f} min" if wall_max is not None else "unknown"),
+            "",
+        ]
+    lines += ["| published (Breakout, Atari 100k) | score | note |", "|---|---|---|"]
+    lines += [f"| {name} | {score} | {note} |" for name, score, note in PUBLISHED]
+    lines += ["", "![learning curve](curve/learning_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(args: argparse.Namespace, out: Path) -> dict:
+    results = [seed_result(seed, out / f"s{seed}") for seed in args.seeds]
+    summary = summarize(results, args.reps)
+    started = [str(out / f"s{r['seed']}") for r in results if r["curve"]]
+    if started:
+        code = report.main([*started, f"--out={out / 'curve'}", f"--references={REFERENCES}"])
+        if code != 0:
+            print("warning: pipeline.report could not draw the curve", file=sys.stderr)
+    payload = {"gin_file": args.gin_file, "gin_bindings": args.gin_bindings}
+    payload |= {"seeds": results, "summary": summary, "published": PUBLISHED}
+    (out / "report.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (out / "report.md").write_text(markdown(args.gin_file, args.gin_bindings, results, summary))
+    print((out / "report.md").read_text())
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gin_file", default="drq_breakout.gin")
+    parser.add_argument("--gin_bindings", action="append", default=[])
+    parser.add_argument("--seeds", default="0-4")
+    parser.add_argument("--out", type=Path, help="default: runs/atari100k/<gin file>[-<hash>]")
+    parser.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples (rliable)")
+    parser.add_argument("--report_only", action="store_true", help="train nothing, report")
+    args = parser.parse_args()
+    try:
+        args.seeds = parse_seeds(args.seeds)
+    except SweepError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = args.out or default_out(args.gin_file, args.gin_bindings)
+    out.mkdir(parents=True, exist_ok=True)
+    forwarder = Forwarder()
+    if not args.report_only:
+        for seed in args.seeds:
+            if forwarder.stopped:
+                break
+            command = train_command(args.gin_file, args.gin_bindings, seed, out / f"s{seed}")
+            print(f"seed {seed}: {' '.join(command[1:])} (log: {out / f's{seed}.log'})")
+            code = run_seed(command, out / f"s{seed}.log", forwarder)
+            if code == EXIT_PREEMPTED or forwarder.stopped:
+                print(f"seed {seed} stopped with a checkpoint; run this command again to go on")
+                break
+            if code != 0:
+                print(f"error: seed {seed} failed (exit {code}); see {out / f's{seed}.log'}")
+                write_report(args, out)
+                return 1
+    write_report(args, out)
+    return EXIT_PREEMPTED if forwarder.stopped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
