@@ -19,6 +19,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
 from envs import toy_mdp
+from envs.errors import UserError
 
 # TF-Agents already registers DqnAgent, DdqnAgent and QNetwork; these are the pieces it
 # leaves out.
@@ -55,6 +56,14 @@ def build_dqn_family(
     if action_mask_splitter is not None:  # the network sees the state part only
         observation_spec = action_mask_splitter(observation_spec)[0]
     q_net = network_class(observation_spec, action_spec)
+    output_spec = q_net.create_variables()
+    if tf.nest.flatten(output_spec)[0].dtype != tf.float32:
+        raise UserError(
+            f"{type(q_net).__name__} outputs {tf.nest.flatten(output_spec)[0].dtype.name} "
+            "Q-values; the DQN losses need float32: for mixed precision use "
+            "@DuelingQNetwork with DuelingQNetwork.dtype='mixed_bfloat16' (its heads stay "
+            "float32)"
+        )
     optimizer = optimizer_class()
     # C51 (CategoricalDqnAgent) names its network argument differently; the rest is shared.
     network_arg = _first_parameter(agent_class, "categorical_q_network", "q_network")

@@ -252,11 +252,12 @@ class Experiment(TrainingLoop):
     def _trains_on_transitions(self) -> bool:
         """Whether the agent turns windows into n-step transitions with TF-Agents' converter.
 
-        DqnAgent and DdqnAgent do (`AsNStepTransition`); then the buffer builds the same
-        transition itself and skips the observations the converter would drop. C51 reads
-        the window directly, so it gets windows.
+        DqnAgent's loss (DdqnAgent's too) starts with `AsNStepTransition`; then the buffer
+        builds the same transition itself and skips the observations the converter would
+        drop. C51 overrides the loss and reads the window directly, so it gets windows.
         """
-        return isinstance(getattr(self.agent, "_as_transition", None), AsNStepTransition)
+        uses_converter = type(self.agent)._loss is dqn_agent.DqnAgent._loss
+        return uses_converter and isinstance(self.agent._as_transition, AsNStepTransition)
 
     def _training_batch(self, window):
         """What the agent trains on: the sampled windows, augmented if the gin file asks."""

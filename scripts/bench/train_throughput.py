@@ -1,19 +1,22 @@
-"""Is the pipeline's update loop as fast as TF-Agents' agent.train on its own?
+"""How fast is one update, in float32 and in mixed bfloat16, and how close is the loop to it?
 
-Builds the experiment from a gin file (default dqn_breakout.gin: Nature CNN, batch 32,
-frame-stack replay), fills the replay buffer with random-policy steps, then times, in
-alternating rounds in one process:
+Builds the experiment from a gin file (default drq_breakout.gin: Nature CNN with a dueling
+head, batch 32, 10-step windows, augmentation) twice in one process, once as the gin file says
+and once with `--bf16_binding` (default `DuelingQNetwork.dtype='mixed_bfloat16'`), fills each
+replay with the same random-policy steps, then times, in alternating rounds:
 
-  pipeline  the loop's own update call: N x (sample from the replay buffer + agent.train)
-            in one graph loop, as `pipeline.experiment` runs it;
-  bare      `tf.function(agent.train)` called N times on one fixed batch of the same shape
-            (no sampling at all), the fastest a loop around TF-Agents can be;
-  sample    the replay buffer's `sample` alone, N times, in one tf.function.
+  pipeline  the loop's own update call: N x (sample + augment + agent.train) in one graph loop,
+            as `pipeline.experiment` runs it;
+  bare      `tf.function(agent.train)` called N times on one fixed batch (no sampling): the
+            fastest a loop around TF-Agents can be;
+  sample    the batch the update trains on (n-step transition, augmented), N times;
+  loop      N iterations of what the loop does per agent step at this gin file's ratio:
+            collect with the exploration policy, then the updates due (end to end).
 
-Prints updates/s for both, the ratio pipeline/bare (target >= 0.9) and the share of an
-update's time that sampling takes.
+Prints updates/s for each in both precisions, the bf16 : fp32 ratios and loop : pipeline.
 
-    .venv/bin/python scripts/bench/train_throughput.py [--gin_file=dqn_breakout.gin]
+    .venv/bin/python scripts/bench/train_throughput.py [--gin_file=drq_breakout.gin]
+    .venv/bin/python scripts/bench/train_throughput.py --gin_file=dqn_breakout.gin --bf16_binding=
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import tensorflow as tf  # noqa: E402
 from pipeline import config  # noqa: E402
 from pipeline.experiment import Experiment  # noqa: E402
 
+BF16 = "DuelingQNetwork.dtype='mixed_bfloat16'"
+
 
 def timed(fn) -> float:
     start = time.perf_counter()
@@ -41,10 +46,64 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+class Subject:
+    """One experiment and its timed rounds."""
+
+    def __init__(self, gin_file: str, bindings: list[str], fill_steps: int, updates: int):
+        gin.clear_config()
+        config.parse([gin_file], bindings)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.run = run = Experiment(tmp)
+        run.collect_random(fill_steps)
+        self.updates = updates
+        self.n = tf.constant(updates, tf.int64)
+
+        def batch():
+            if run._trains_on_transitions:
+                return run._training_batch(run.replay.sample_transition(run.batch_size))
+            return run._training_batch(run.replay.sample(run.batch_size))
+
+        self.fixed_batch = tf.function(batch, autograph=False)()
+        self.bare_train = tf.function(run.agent.train, autograph=False)
+
+        def sample_loop(k: tf.Tensor) -> tf.Tensor:
+            def body(i, total):
+                obs = tf.nest.flatten(batch())[0]
+                return i + 1, total + tf.cast(tf.reduce_sum(obs), tf.float32)
+
+            return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0, k.dtype), 0.0))[1]
+
+        self.sample_only = tf.function(sample_loop, autograph=False)
+        # Per iteration: `collect` agent steps, then the updates that ratio makes due.
+        self.collect = run.collect_steps_per_iteration
+        self.per_iteration = max(round(run.updates_per_env_step * self.collect), 1)
+        for round_ in (self.pipeline, self.bare, self.sample, self.loop):  # trace everything
+            round_()
+
+    def pipeline(self) -> None:
+        self.run.train_updates(self.n).numpy()
+
+    def bare(self) -> None:
+        for _ in range(self.updates):
+            loss = self.bare_train(self.fixed_batch).loss
+        loss.numpy()
+
+    def sample(self) -> None:
+        self.sample_only(self.n).numpy()
+
+    def loop(self) -> None:
+        updates = tf.constant(self.per_iteration, tf.int64)
+        for _ in range(max(self.updates // self.per_iteration, 1)):
+            self.run._collect(self.run._collect_policy, self.collect)
+            loss = self.run.train_updates(updates)
+        loss.numpy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gin_file", default="dqn_breakout.gin")
+    parser.add_argument("--gin_file", default="drq_breakout.gin")
     parser.add_argument("--gin_bindings", action="append", default=[])
+    parser.add_argument("--bf16_binding", default=BF16, help="empty: float32 only")
     parser.add_argument("--fill_steps", type=int, default=5_000, help="random steps first")
     parser.add_argument("--updates", type=int, default=50, help="updates per timed round")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds each")
@@ -53,56 +112,45 @@ def main() -> None:
     bindings = [
         f"train.replay_capacity = {max(args.fill_steps * 2, 10_000)}",
         f"train.initial_collect_steps = {args.fill_steps}",
-        f"train.total_env_steps = {args.fill_steps + 1}",
+        f"train.total_env_steps = {args.fill_steps * 100}",
         *args.gin_bindings,
     ]
-    config.parse([args.gin_file], bindings)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Experiment(tmp)
-    run.collect_random(args.fill_steps)
-    batch_size = run.batch_size
-    n = tf.constant(args.updates, tf.int64)
-
-    fixed_batch = tf.function(lambda: run.replay.sample(batch_size), autograph=False)()
-    bare_train = tf.function(run.agent.train, autograph=False)
-
-    def sample_loop(k: tf.Tensor) -> tf.Tensor:
-        def body(i, total):
-            return i + 1, total + tf.reduce_sum(run.replay.sample(batch_size).reward)
-
-        return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0, k.dtype), 0.0))[1]
-
-    sample_only = tf.function(sample_loop, autograph=False)
-
-    def bare_round() -> None:
-        for _ in range(args.updates):
-            loss = bare_train(fixed_batch).loss
-        loss.numpy()
-
-    def pipeline_round() -> None:
-        run.train_updates(n).numpy()
-
-    # Warm-up: trace every function once, outside the timings.
-    pipeline_round()
-    bare_round()
-    sample_only(n)
-
-    times: dict[str, list[float]] = {"pipeline": [], "bare": [], "sample": []}
+    subjects = {"fp32": Subject(args.gin_file, bindings, args.fill_steps, args.updates)}
+    if args.bf16_binding:
+        subjects["bf16"] = Subject(
+            args.gin_file, [*bindings, args.bf16_binding], args.fill_steps, args.updates
+        )
+    kinds = ("pipeline", "bare", "sample", "loop")
+    times = {(name, kind): [] for name in subjects for kind in kinds}
     for _ in range(args.rounds):
-        times["pipeline"].append(timed(pipeline_round))
-        times["bare"].append(timed(bare_round))
-        times["sample"].append(timed(lambda: sample_only(n)))
-    rate = {name: args.updates / statistics.median(t) for name, t in times.items()}
-
+        for kind in kinds:
+            for name, subject in subjects.items():
+                times[name, kind].append(timed(getattr(subject, kind)))
+    rate = {key: args.updates / statistics.median(t) for key, t in times.items()}
+    batch = subjects["fp32"].run.batch_size
     print(
-        f"config: {args.gin_file}; batch {batch_size}; {args.updates} updates x "
-        f"{args.rounds} alternating rounds; medians"
+        f"config: {args.gin_file}; batch {batch}; {args.updates} updates x {args.rounds} "
+        f"alternating rounds; medians; bf16: {args.bf16_binding or 'not measured'}"
     )
-    print(f"pipeline updates/s (sample + train):  {rate['pipeline']:8.1f}")
-    print(f"bare tf.function(agent.train)/s:       {rate['bare']:8.1f}")
-    print(f"replay samples/s (batch {batch_size}):          {rate['sample']:8.1f}")
-    print(f"ratio pipeline / bare: {rate['pipeline'] / rate['bare']:.3f} (target >= 0.9)")
-    print(f"sampling share of a pipeline update: {rate['pipeline'] / rate['sample']:.1%}")
+    print(f"{'updates/s':42s}" + "".join(f"{name:>10s}" for name in subjects))
+    labels = {
+        "pipeline": "pipeline (sample + augment + train)",
+        "bare": "bare tf.function(agent.train)",
+        "sample": f"training batches alone (batch {batch})",
+        "loop": "loop end to end (collect + updates)",
+    }
+    for kind in kinds:
+        print(f"{labels[kind]:42s}" + "".join(f"{rate[name, kind]:10.1f}" for name in subjects))
+    for name in subjects:
+        print(
+            f"{name}: pipeline / bare {rate[name, 'pipeline'] / rate[name, 'bare']:.3f}; "
+            f"loop / pipeline {rate[name, 'loop'] / rate[name, 'pipeline']:.3f}"
+        )
+    if "bf16" in subjects:
+        ratios = ", ".join(
+            f"{kind} {rate['bf16', kind] / rate['fp32', kind]:.2f}" for kind in kinds
+        )
+        print(f"bf16 : fp32 ratio: {ratios}")
     gin.clear_config()
 
 
