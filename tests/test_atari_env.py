@@ -150,6 +150,17 @@ def test_evaluation_does_not_press_fire_after_a_life_loss(path):
     assert {int(s.step_type) for s in steps[1:]} == {MID} and lives[-1] == 4
 
 
+def test_without_fire_on_reset_the_agent_launches_the_ball_itself():
+    # Dopamine's Atari-100k protocol: no FIRE at reset nor after a training life loss.
+    env = make("single", seed=0, noop_max=0, fire_on_reset=False)
+    steps, lives, _ = play(env, [NOOP] * 300)
+    assert lives[-1] == 5 and LAST not in {int(s.step_type) for s in steps}  # ball never served
+    steps, lives, _ = play(env, [FIRE] + [NOOP] * 300)
+    lost = [i for i, s in enumerate(steps) if int(s.step_type) == LAST]
+    assert lost and lives[lost[0]] == 4  # served once, then missed
+    assert lives[-1] == 4  # the pseudo-reset pressed NOOP: the next ball is never served
+
+
 def test_reset_mid_episode_starts_a_new_game():
     # Only the reset that directly follows a life-loss LAST continues the game.
     env = make("single", seed=0, noop_max=0)

@@ -36,8 +36,37 @@ def assert_one_line_error(result, *fragments: str) -> None:
             ["initial_collect_steps", "total_env_steps"],
         ),
         (bindings("train.batch_size=0"), ["train.batch_size must be positive"]),
+        (
+            bindings("DqnAgent.n_step_update=10", "train.initial_collect_steps=5"),
+            ["train.initial_collect_steps=5", "11-step window", "at least 11"],
+        ),
+        (
+            bindings("DqnAgent.n_step_update=3", "DqnAgent.gamma=0.0"),
+            ["n-step returns (n=3)", "gamma in (0, 1]"],
+        ),
+        (
+            bindings("QNetwork.dtype='mixed_bfloat16'"),
+            ["QNetwork outputs bfloat16 Q-values", "DuelingQNetwork.dtype"],
+        ),
+        (
+            ["--gin_file=drq_breakout.gin", *bindings("load_atari.num_envs=4")],
+            ["load_atari.fire_on_reset=False needs load_atari.num_envs=1"],
+        ),
     ],
-    ids=["parameter", "configurable", "syntax", "env-id", "gin-name", "gin-path", "sizes", "zero"],
+    ids=[
+        "parameter",
+        "configurable",
+        "syntax",
+        "env-id",
+        "gin-name",
+        "gin-path",
+        "sizes",
+        "zero",
+        "n-step-window",
+        "n-step-gamma",
+        "mixed-precision-output",
+        "fire-vector-env",
+    ],
 )
 def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path: Path, args, fragments):
     result = train_cli(*args, cwd=tmp_path)

@@ -187,6 +187,7 @@ def test_unreachable_server_fails_within_the_timeout():
     [
         ("distributed.weight_pull_interval=0", "distributed.weight_pull_interval must be"),
         ("distributed.samples_per_insert=-1", "distributed.samples_per_insert must be positive"),
+        ("DqnAgent.n_step_update=3", "the distributed mode stores 2-step items"),
     ],
 )
 def test_bad_distributed_settings_are_refused(tmp_path, binding, message):

@@ -24,6 +24,14 @@ def test_linear_schedule_decays_then_holds():
     assert values == pytest.approx([1.0, 0.55, 0.1, 0.1])
 
 
+def test_linear_schedule_holds_start_during_its_delay():
+    schedule = LinearSchedule(start=1.0, end=0.01, decay_steps=5_000, delay_steps=1_600)
+    values = [float(schedule(step)) for step in (0, 1_600, 4_100, 6_600, 100_000)]
+    assert values == pytest.approx([1.0, 1.0, 0.505, 0.01, 0.01])
+    with pytest.raises(ValueError, match="delay_steps must be >= 0"):
+        LinearSchedule(delay_steps=-1)
+
+
 class AlwaysLeft(py_policy.PyPolicy):
     def __init__(self, env):
         super().__init__(env.time_step_spec(), env.action_spec())
@@ -52,6 +60,35 @@ def test_evaluator_matches_direct_gymnasium_episodes_and_repeats():
     np.testing.assert_array_equal(first.returns, [r for r, _ in expected])
     np.testing.assert_array_equal(first.lengths, [n for _, n in expected])
     np.testing.assert_array_equal(first.returns, second.returns)
+
+
+class Batched(py_policy.PyPolicy):
+    """Pushes the pole's way while it leans, and records every batch size it is called with."""
+
+    def __init__(self, env):
+        super().__init__(env.time_step_spec(), env.action_spec())
+        self.batch_sizes: list[int] = []
+
+    def _action(self, time_step, policy_state):
+        self.batch_sizes.append(time_step.observation.shape[0])
+        action = (time_step.observation[:, 2] > 0).astype(np.int64)
+        return policy_step.PolicyStep(action, policy_state, ())
+
+
+def test_evaluator_plays_a_prefix_of_its_envs_and_only_running_games():
+    seeds = [21, 22, 23, 24, 25]
+    evaluator = Evaluator([envs.load_gymnasium("CartPole-v1") for _ in seeds], seeds)
+    policy = Batched(envs.load_gymnasium("CartPole-v1"))
+    everything = evaluator.run(policy)
+    lengths = everything.lengths
+    assert len(set(lengths.tolist())) > 1  # games end at different steps
+    # Finished games leave the batch (sizes padded to powers of two, at most 5).
+    assert set(policy.batch_sizes) <= {5, 4, 2, 1} and policy.batch_sizes[-1] < 5
+    assert len(policy.batch_sizes) == lengths.max()
+    first_three = evaluator.run(policy, episodes=3)
+    np.testing.assert_array_equal(first_three.returns, everything.returns[:3])
+    with pytest.raises(ValueError, match="episodes must be in 1..5"):
+        evaluator.run(policy, episodes=6)
 
 
 def test_default_root_dir_is_stable_and_depends_on_settings():

@@ -1,0 +1,68 @@
+"""The Atari-100k benchmark's report: finished and unfinished seeds, IQM, wall times."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import rundir
+from pipeline.checkpoints import CheckpointStore
+from tests.conftest import REPO
+
+spec = importlib.util.spec_from_file_location("atari100k", REPO / "scripts/bench/atari100k.py")
+atari100k = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(atari100k)
+
+
+def fake_run(run_dir: Path, seed: int, curve: list[tuple[int, float]], wall_s: float) -> None:
+    """A run directory as pipeline.train leaves it: config, metrics rows, a checkpoint."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.gin").write_text(
+        f"train.seed = {seed}\ntrain.total_env_steps = 100000\nload_atari.game = 'Breakout'\n"
+    )
+    rows = [
+        {"env_steps": steps, "eval_return_mean": score, "eval_return_std": 1.0,
+         "eval_episodes": 100 if steps == 100_000 else 10}
+        for steps, score in curve
+    ]  # fmt: skip
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = CheckpointStore(run_dir / "checkpoints", keep=2)
+    last = curve[-1][0]
+    store.save(last, lambda d: rundir.write_json(d / "loop.json", {"wall_s": wall_s}))
+
+
+def test_report_counts_finished_seeds_and_their_wall_times(tmp_path: Path, capsys):
+    scores = [12.0, 18.0, 15.0, 25.0]
+    for seed, score in enumerate(scores):
+        fake_run(tmp_path / f"s{seed}", seed, [(20_000, 2.0), (100_000, score)], 2_400.0 + seed)
+    fake_run(tmp_path / "s4", 4, [(20_000, 3.0), (40_000, 5.0)], 900.0)  # cut off mid-way
+    args = argparse.Namespace(
+        seeds=[0, 1, 2, 3, 4], gin_file="drq_breakout.gin", gin_bindings=[], reps=500
+    )
+    summary = atari100k.write_report(args, tmp_path)
+    assert summary["seeds_finished"] == 4
+    assert summary["iqm"] == pytest.approx(16.5)  # the middle two of 12, 15, 18, 25
+    assert summary["median"] == pytest.approx(16.5)
+    assert summary["min"] == 12.0 and summary["seeds_at_least_10"] == 4
+    assert summary["wall_s_max"] == pytest.approx(2_403.0)
+    low, high = summary["iqm_ci95"]
+    assert low <= summary["iqm"] <= high
+    report = json.loads((tmp_path / "report.json").read_text())
+    unfinished = report["seeds"][4]
+    assert not unfinished["finished"] and unfinished["env_steps"] == 40_000
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| 4 | 40,000 (unfinished) | - |" in markdown
+    assert "| 0 | 100,000 | 12.0 +- 1.0 | 100 | 40.0 min |" in markdown
+    assert "DrQ(eps) | 16.4" in markdown
+    assert (tmp_path / "curve" / "learning_curves.png").stat().st_size > 0
+    capsys.readouterr()
+
+
+def test_bad_seeds_are_one_line(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["atari100k.py", "--seeds=4-1"])
+    assert atari100k.main() == 2
+    assert capsys.readouterr().err.count("\n") == 1
