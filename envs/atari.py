@@ -61,7 +61,7 @@ import numpy as np
 from ale_py import roms
 from tf_agents.environments import py_environment
 
-from envs.errors import UnknownEnvError, UserError
+from envs.errors import UnknownEnvError
 from envs.frame_stack import FrameStacker
 from envs.gym_bridge import GymnasiumEnvironment
 
@@ -114,6 +114,11 @@ def pseudo_reset_action(action_set: list[ale_py.Action]) -> int:
     return action_set.index(ale_py.Action.NOOP)
 
 
+def noop_action(action_set: list[ale_py.Action]) -> int:
+    """Index of NOOP: the pseudo-reset action when nothing presses FIRE for the agent."""
+    return action_set.index(ale_py.Action.NOOP)
+
+
 class AtariDqnPreprocessing(gym.Wrapper):
     """DQN preprocessing over an ale-py gymnasium env made with `frameskip=1`.
 
@@ -149,7 +154,7 @@ class AtariDqnPreprocessing(gym.Wrapper):
         if fire_on_reset:
             self._pseudo_reset_index = pseudo_reset_action(self._action_set)
         else:  # the agent must press FIRE itself, in training as in evaluation
-            self._pseudo_reset_index = self._action_set.index(ale_py.Action.NOOP)
+            self._pseudo_reset_index = noop_action(self._action_set)
         self._noop_max = noop_max
         self._frame_skip = frame_skip
         self._size = (screen_size, screen_size)
@@ -280,7 +285,6 @@ def load_atari(
     `fire_on_reset=False` presses no FIRE at resets nor after a training life loss (a NOOP
     step then starts the next episode), as Dopamine's Atari-100k protocol: the agent learns to
     launch the ball itself, which evaluation (no life-loss episodes) needs at low epsilon.
-    ale-py's vector env always presses FIRE, so it needs `num_envs=1`.
     An unknown `game` fails with a one-line `UnknownEnvError` naming close matches.
     """
     name, _ = resolve_game(game)
@@ -296,17 +300,13 @@ def load_atari(
     if training and num_envs > 1:
         from envs.atari_vector import AtariBatchedEnvironment
 
-        if not fire_on_reset:
-            raise UserError(
-                "load_atari.fire_on_reset=False needs load_atari.num_envs=1 (ale-py's vector "
-                "env always presses FIRE at reset): bind one or the other"
-            )
         return AtariBatchedEnvironment(
             game,
             num_envs,
             seed=seed,
             sticky_action_prob=sticky_action_prob,
             full_action_space=full_action_space,
+            fire_on_reset=fire_on_reset,
             num_threads=num_threads,
             **options,
         )

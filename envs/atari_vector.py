@@ -18,7 +18,7 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
-from envs.atari import pseudo_reset_action, resolve_game
+from envs.atari import noop_action, pseudo_reset_action, resolve_game
 from envs.frame_stack import FrameStacker
 
 _FIRST, _MID, _LAST = (int(t) for t in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))
@@ -49,6 +49,7 @@ class AtariBatchedEnvironment(py_environment.PyEnvironment):
         terminal_on_life_loss: bool = True,
         clip_rewards: bool = True,
         max_episode_frames: int = 108_000,
+        fire_on_reset: bool = True,
         full_action_space: bool = False,
         num_threads: int = 0,
     ):
@@ -72,11 +73,15 @@ class AtariBatchedEnvironment(py_environment.PyEnvironment):
             episodic_life=False,  # True would restart the whole game on a life loss
             life_loss_info=terminal_on_life_loss,
             reward_clipping=False,  # clipped here, so `raw_reward` can be reported
-            use_fire_reset=True,
+            use_fire_reset=fire_on_reset,
         )
         self._num_envs = num_envs
         self._clip_rewards = clip_rewards
-        self._pseudo_reset_index = pseudo_reset_action(list(self._vec.ale.get_action_set()))
+        action_set = list(self._vec.ale.get_action_set())
+        # After a life loss: FIRE, or NOOP when the agent serves itself (see envs.atari).
+        self._pseudo_reset_index = (
+            pseudo_reset_action(action_set) if fire_on_reset else noop_action(action_set)
+        )
         self._stacker = FrameStacker(num_envs, (screen_size, screen_size), frame_stack)
         self._ended = np.zeros(num_envs, dtype=bool)  # lanes whose last step was LAST
         self._next_seed = seed

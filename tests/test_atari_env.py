@@ -285,6 +285,13 @@ def test_batched_path_matches_the_single_path_step_for_step():
     assert (LAST, 4) in seen and (LAST, 0) in seen and (FIRST, 5) in seen
 
 
+def test_both_paths_agree_without_fire_on_reset():
+    # The Atari-100k protocol: nothing presses FIRE; the agent serves (action 1) itself.
+    actions = np.random.default_rng(5).integers(4, size=(350, 2))
+    seen = run_both_paths(actions, noop_max=0, fire_on_reset=False)
+    assert (LAST, 4) in seen and (FIRST, 4) in seen
+
+
 def test_pseudo_reset_that_reaches_the_frame_cap_becomes_a_real_reset():
     # NOOP loses the first life on frame 96 (step 24); the FIRE pseudo-reset step then
     # reaches the 98-frame cap, so both paths restart the game instead.

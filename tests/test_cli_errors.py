@@ -48,10 +48,6 @@ def assert_one_line_error(result, *fragments: str) -> None:
             bindings("QNetwork.dtype='mixed_bfloat16'"),
             ["QNetwork outputs bfloat16 Q-values", "DuelingQNetwork.dtype"],
         ),
-        (
-            ["--gin_file=drq_breakout.gin", *bindings("load_atari.num_envs=4")],
-            ["load_atari.fire_on_reset=False needs load_atari.num_envs=1"],
-        ),
     ],
     ids=[
         "parameter",
@@ -65,7 +61,6 @@ def assert_one_line_error(result, *fragments: str) -> None:
         "n-step-window",
         "n-step-gamma",
         "mixed-precision-output",
-        "fire-vector-env",
     ],
 )
 def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path: Path, args, fragments):
