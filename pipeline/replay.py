@@ -230,18 +230,13 @@ def window_sources(step_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return source.astype(np.int64), ended
 
 
-def end_windows_at_episode_ends(window: Trajectory, gamma: float, sources=None) -> Trajectory:
-    """`[n, W, ...]` TF windows cut at their first LAST (see the module docstring).
-
-    `sources`: `window_sources` of the step types, if the caller already has them.
-    """
+def end_windows_at_episode_ends(window: Trajectory, gamma: float) -> Trajectory:
+    """`[n, W, ...]` TF windows cut at their first LAST (see the module docstring)."""
     if tf.compat.dimension_value(window.step_type.shape[1]) == 2:
         return window  # one-step pairs: nothing to cut
-    if sources is None:
-        sources = tf.numpy_function(
-            window_sources, [window.step_type], [tf.int64, tf.bool], stateful=False
-        )
-    source, ended = sources
+    source, ended = tf.numpy_function(
+        window_sources, [window.step_type], [tf.int64, tf.bool], stateful=False
+    )
     cut = tf.nest.map_structure(lambda x: tf.gather(x, source, axis=1, batch_dims=1), window)
     return cut._replace(
         reward=tf.where(ended, tf.zeros_like(cut.reward), cut.reward),
