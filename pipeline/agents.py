@@ -27,6 +27,11 @@ gin.external_configurable(common.element_wise_huber_loss, module="tf_agents")
 gin.external_configurable(common.element_wise_squared_loss, module="tf_agents")
 gin.external_configurable(tf.keras.optimizers.Adam, module="tf.keras.optimizers")
 gin.external_configurable(tf.keras.optimizers.RMSprop, module="tf.keras.optimizers")
+# A learning rate that decays over the updates (`Adam.learning_rate = @PolynomialDecay()`);
+# its step is the optimizer's update count, which checkpoints hold.
+gin.external_configurable(
+    tf.keras.optimizers.schedules.PolynomialDecay, module="tf.keras.optimizers.schedules"
+)
 gin.external_configurable(toy_mdp.observation_and_mask, module="envs.toy_mdp")
 # The TF1 initializer draws new values on every call; a Keras 2.15 initializer instance shared
 # by several layers (as a gin-bound one is) gives every same-shaped layer identical weights.

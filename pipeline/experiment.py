@@ -9,7 +9,6 @@ the exploration policy and trains at a fixed ratio of updates to environment ste
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,8 +68,9 @@ class Experiment(TrainingLoop):
     ):
         """Builds everything a run needs; see gin/dqn_cartpole.gin for what each knob means.
 
-        `train_steps_per_iteration / collect_steps_per_iteration` is the update ratio: it is
-        held exactly over the run, whatever the size of the last (or any) collection chunk.
+        `train_steps_per_iteration` updates follow every `collect_steps_per_iteration` env
+        steps, in rounds aligned to step 0 (see `_updates_due`); evaluations cut a round's
+        collection but never its updates.
         `checkpoint_interval` (env steps; default: `eval_interval`) and `checkpoint_interval_s`
         (wall clock) say when to checkpoint; neither changes what the run computes.
         """
@@ -94,6 +94,7 @@ class Experiment(TrainingLoop):
         )
         self.initial_collect_steps = initial_collect_steps
         self.collect_steps_per_iteration = collect_steps_per_iteration
+        self.train_steps_per_iteration = train_steps_per_iteration
         self.updates_per_env_step = train_steps_per_iteration / collect_steps_per_iteration
         self.batch_size = batch_size
         self.checkpoint_replay = checkpoint_replay
@@ -269,8 +270,17 @@ class Experiment(TrainingLoop):
         return {"augmentation_rng": self.augmentation.rng}
 
     def _updates_due(self, env_steps: int) -> int:
-        learning_steps = max(env_steps - self.initial_collect_steps, 0)
-        return math.floor(learning_steps * self.updates_per_env_step + 1e-9)
+        """Updates owed after `env_steps`: a whole round for every collection round ended.
+
+        Rounds end at multiples of `collect_steps_per_iteration`, counted from step 0 (not
+        from the end of the random start), and only those ending after the random start
+        train, as SB3 and Dopamine schedule theirs. An evaluation in the middle of a round
+        does not split it, so a target copy every `train_steps_per_iteration` updates
+        always falls between rounds.
+        """
+        per_round = self.collect_steps_per_iteration
+        rounds = env_steps // per_round - self.initial_collect_steps // per_round
+        return max(rounds, 0) * self.train_steps_per_iteration
 
     # --- the loop's hooks --------------------------------------------------------------
 
@@ -279,7 +289,7 @@ class Experiment(TrainingLoop):
             self.collect_random(min(RANDOM_CHUNK, self.initial_collect_steps - env_steps))
             return
         chunk = min(
-            self.collect_steps_per_iteration,
+            self.collect_steps_per_iteration - env_steps % self.collect_steps_per_iteration,
             self._loop["next_eval"] - env_steps,
             self.total_env_steps - env_steps,
         )

@@ -9,8 +9,9 @@ dueling Q-network, which TF-Agents does not have.
 from __future__ import annotations
 
 import gin
+import numpy as np
 import tensorflow as tf
-from tf_agents.networks import encoding_network, network
+from tf_agents.networks import encoding_network, network, sequential
 
 
 @gin.configurable
@@ -89,3 +90,55 @@ class DuelingQNetwork(network.Network):
         advantage = self._advantage(state, training=training)
         q_values = value + advantage - tf.reduce_mean(advantage, axis=-1, keepdims=True)
         return q_values, network_state
+
+
+class TorchLinearInit(tf.keras.initializers.Initializer):
+    """U(-1/sqrt(fan_in), +1/sqrt(fan_in)): `torch.nn.Linear`'s default for kernel and bias.
+
+    The bias's shape does not say its layer's fan-in, so it is given; one instance per layer
+    (Keras 2.15 gives every layer sharing an unseeded instance the same draw).
+    """
+
+    def __init__(self, fan_in: int):
+        self.fan_in = int(fan_in)
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        limit = self.fan_in**-0.5
+        return tf.random.uniform(shape, -limit, limit, dtype=dtype or tf.float32)
+
+    def get_config(self) -> dict:
+        return {"fan_in": self.fan_in}
+
+
+@gin.configurable
+def TorchInitQNetwork(  # noqa: N802 (a network class to gin files, like QNetwork)
+    input_tensor_spec,
+    action_spec,
+    fc_layer_params: tuple[int, ...] = (256, 256),
+    activation_fn=tf.keras.activations.relu,
+):
+    """An MLP Q-network initialised as PyTorch (and so SB3, CleanRL) initialise theirs.
+
+    TF-Agents' `QNetwork` starts every bias at zero and its output layer at U(-0.03, 0.03)
+    with bias -0.2; PyTorch's `nn.Linear` draws kernel and bias from U(+-1/sqrt(fan_in)) in
+    every layer, output included. Same architecture, different start: this one is the
+    start the SB3 comparison is made from.
+    """
+    action_spec = tf.nest.flatten(action_spec)[0]
+    num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
+
+    def dense(units: int, fan_in: int, activation) -> tf.keras.layers.Dense:
+        return tf.keras.layers.Dense(
+            units,
+            activation,
+            kernel_initializer=TorchLinearInit(fan_in),
+            bias_initializer=TorchLinearInit(fan_in),
+        )
+
+    layers = [tf.keras.layers.Flatten()]
+    fan_in = int(np.prod(input_tensor_spec.shape))
+    for units in fc_layer_params:
+        layers.append(dense(units, fan_in, activation_fn))
+        fan_in = units
+    layers.append(dense(num_actions, fan_in, None))
+    return sequential.Sequential(layers, input_spec=input_tensor_spec, name="TorchInitQNetwork")

@@ -20,7 +20,7 @@ TINY_RUN = [
     "train.train_steps_per_iteration=50",
     "train.eval_interval=500",
     "train.eval_episodes=3",
-    "QNetwork.fc_layer_params=(32,)",
+    "TorchInitQNetwork.fc_layer_params=(32,)",
 ]
 
 

@@ -30,7 +30,7 @@ SPLIT_RUN = [
     "train.eval_episodes=3",
     "train.checkpoint_interval=400",
     "train.checkpoints_to_keep=2",
-    "QNetwork.fc_layer_params=(32,)",
+    "TorchInitQNetwork.fc_layer_params=(32,)",
     "train.seed=7",
 ]
 

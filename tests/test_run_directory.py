@@ -21,7 +21,7 @@ def test_run_directory_holds_every_promised_file(tiny_run: Path):
     assert "train.total_env_steps = 1500" in config_text
     assert "DqnAgent.gamma = 0.99" in config_text
     operative = (tiny_run / "operative_config.gin").read_text()
-    assert "QNetwork.fc_layer_params = (32,)" in operative
+    assert "TorchInitQNetwork.fc_layer_params = (32,)" in operative
 
     info = json.loads((tiny_run / "run.json").read_text())
     assert info["seed"] == 0

@@ -99,19 +99,28 @@ def test_default_root_dir_is_stable_and_depends_on_settings():
     assert tuned.name.startswith("dqn_cartpole-") and tuned.name.endswith("-s2") and tuned != base
 
 
-def test_cartpole_network_layers_get_fresh_pytorch_style_weights():
-    """One gin-bound initializer serves every layer; each must still draw its own weights."""
+def test_cartpole_network_starts_as_pytorch_linear_layers_in_every_layer():
+    """Kernel and bias of each layer, output included, from U(+-1/sqrt(fan_in)), each its own."""
     try:
-        config.parse(["dqn_cartpole.gin"], ["QNetwork.fc_layer_params=(256, 256, 256)"])
+        config.parse(["dqn_cartpole.gin"], ["TorchInitQNetwork.fc_layer_params=(256, 256, 256)"])
         agent = experiment.Experiment("unused-root").agent
     finally:
         gin.clear_config()
-    kernels = [v.numpy() for v in agent._q_network.trainable_variables if "kernel" in v.name]
+    variables = agent._q_network.trainable_variables
+    kernels = [v.numpy() for v in variables if "kernel" in v.name]
+    biases = [v.numpy() for v in variables if "bias" in v.name]
     assert [k.shape for k in kernels] == [(4, 256), (256, 256), (256, 256), (256, 2)]
     assert not np.array_equal(kernels[1], kernels[2])
-    for kernel in kernels[:3]:  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch's nn.Linear
+    assert not np.array_equal(biases[1], biases[2])
+    for kernel, bias in zip(kernels, biases, strict=True):
         bound = 1 / np.sqrt(kernel.shape[0])
         assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound
+        assert np.abs(bias).max() <= bound and np.all(bias != 0)
+        if bias.size > 2:  # two output biases say little about the spread
+            assert np.abs(bias).max() > 0.9 * bound
+    # The target network starts as a copy of the online one.
+    target = agent._target_q_network.trainable_variables
+    assert all(np.array_equal(t.numpy(), v.numpy()) for t, v in zip(target, variables, strict=True))
 
 
 def test_progress_eta_follows_the_recent_rate_not_the_fast_random_start(monkeypatch):

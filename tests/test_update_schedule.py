@@ -1,0 +1,46 @@
+"""Updates come in whole rounds aligned to step 0, as SB3 and Dopamine schedule theirs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gin
+
+from pipeline import config, experiment
+from tests.conftest import REPO, bindings, read_metrics, train_cli
+
+
+def test_rounds_end_at_multiples_of_the_collection_length():
+    """dqn_cartpole.gin: random until 1,000, then 128 updates at 1,024, 1,280, ... (SB3's)."""
+    try:
+        config.parse(["dqn_cartpole.gin"], [])
+        run = experiment.Experiment("unused-root")
+    finally:
+        gin.clear_config()
+    due = {steps: run._updates_due(steps) for steps in (999, 1_000, 1_023, 1_024, 1_279, 1_280)}
+    assert due == {999: 0, 1_000: 0, 1_023: 0, 1_024: 128, 1_279: 128, 1_280: 256}
+    assert run._updates_due(50_000) == (50_000 // 256 - 1_000 // 256) * 128
+
+
+def test_an_evaluation_inside_a_round_does_not_split_its_updates(tmp_path: Path):
+    """Rounds of 100 steps end at 200, 300, ...; evaluations at 250 and 500 cut one open."""
+    run_dir = tmp_path / "run"
+    result = train_cli(
+        *bindings(
+            "train.total_env_steps=500",
+            "train.initial_collect_steps=150",
+            "train.collect_steps_per_iteration=100",
+            "train.train_steps_per_iteration=50",
+            "train.eval_interval=250",
+            "train.eval_episodes=2",
+            "TorchInitQNetwork.fc_layer_params=(16,)",
+        ),
+        f"--root_dir={run_dir}",
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = read_metrics(run_dir)
+    assert [r["env_steps"] for r in rows] == [0, 250, 500]
+    # At 250 one round (ended at 200) has trained; at 500 four (200, 300, 400, 500). A ratio
+    # counted from the end of the random start would give 175 at 500.
+    assert [r["train_steps"] for r in rows] == [0, 50, 200]
