@@ -1,0 +1,85 @@
+"""The evaluation's compiled policy call and when the loop exports the policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gin
+import numpy as np
+import tensorflow as tf
+from tf_agents.policies import py_tf_eager_policy
+from tf_agents.trajectories import time_step as ts
+
+from pipeline import config, experiment
+from pipeline.evaluation import CompiledPyPolicy
+from pipeline.policies import EpsilonGreedyPolicy
+
+
+def _cartpole_run(root: Path, *bindings: str) -> experiment.Experiment:
+    try:
+        config.parse(["dqn_cartpole.gin"], ["TorchInitQNetwork.fc_layer_params=(32,)", *bindings])
+        return experiment.Experiment(root)
+    finally:
+        gin.clear_config()
+
+
+def _time_steps(batch: int, seed: int) -> ts.TimeStep:
+    observation = np.random.default_rng(seed).normal(size=(batch, 4)).astype(np.float32)
+    return ts.TimeStep(
+        np.ones(batch, np.int32),
+        np.zeros(batch, np.float32),
+        np.ones(batch, np.float32),
+        observation,
+    )
+
+
+def test_compiled_policy_acts_exactly_as_the_eager_wrapper(tmp_path: Path):
+    run = _cartpole_run(tmp_path / "run")
+    rng = tf.random.Generator.from_seed(3)
+    noisy = EpsilonGreedyPolicy(run.agent.policy, 0.3, rng, "eval")
+    for policy in (run.agent.policy, noisy):
+        eager = py_tf_eager_policy.PyTFEagerPolicy(
+            policy, use_tf_function=True, batch_time_steps=False
+        )
+        compiled = CompiledPyPolicy(policy)
+        for batch in (1, 3, 8, 32):  # one concrete function serves every batch size
+            step = _time_steps(batch, seed=batch)
+            rng.reset_from_seed(batch)
+            expected = np.asarray(eager.action(step).action)
+            rng.reset_from_seed(batch)
+            actual = compiled.action(step).action
+            np.testing.assert_array_equal(actual, expected)
+            assert actual.shape == (batch,)
+    greedy_q = run.agent._q_network(tf.constant(_time_steps(8, 8).observation))[0]
+    np.testing.assert_array_equal(
+        CompiledPyPolicy(run.agent.policy).action(_time_steps(8, 8)).action,
+        np.argmax(greedy_q.numpy(), axis=1),
+    )
+
+
+def test_exports_follow_the_first_the_checkpointed_and_the_last_evaluation(tmp_path: Path):
+    root = tmp_path / "run"
+    root.mkdir()
+    run = _cartpole_run(
+        root,
+        "train.total_env_steps=2_000",
+        "train.initial_collect_steps=200",
+        "train.collect_steps_per_iteration=100",
+        "train.train_steps_per_iteration=50",
+        "train.eval_interval=250",
+        "train.eval_episodes=2",
+        "train.eval_at_start=False",
+        "train.checkpoint_interval=1_000",
+    )
+    exported: list[int] = []
+    export = run.export_policy
+
+    def recording_export(env_steps: int) -> Path:
+        exported.append(env_steps)
+        return export(env_steps)
+
+    run.export_policy = recording_export
+    rows = run.run()
+    assert [r["env_steps"] for r in rows] == list(range(250, 2_001, 250))
+    assert exported == [250, 1_000, 2_000]
+    assert (run.root_dir / "policy").resolve().name == "step-000000002000"
