@@ -279,8 +279,21 @@ class TrainingLoop:
             **self._checkpoint_objects(),
         )
 
+    def _metric_windows(self) -> tf.train.Checkpoint:
+        """The last-10-episodes windows of the train metrics.
+
+        TF-Agents keeps them in a `TFDeque`, a plain object a checkpoint of the metric does
+        not reach; without them a resumed run averages fewer episodes until ten have ended.
+        """
+        windows = {}
+        for name in ("train_return", "train_length"):
+            deque = getattr(self, name)._buffer
+            windows[name] = tf.train.Checkpoint(table=deque._buffer, head=deque._head)
+        return tf.train.Checkpoint(**windows)
+
     def _write_checkpoint(self, directory: Path) -> None:
         self._tf_state().write(str(directory / "tf" / "state"))
+        self._metric_windows().write(str(directory / "tf" / "metric_windows"))
         self._save_extra(directory)
         env_states = [getattr(env, "get_state", lambda: None)() for env in self._py_envs()]
         if all(state is not None for state in env_states):
@@ -291,6 +304,9 @@ class TrainingLoop:
 
     def _read_checkpoint(self, directory: Path) -> None:
         self._tf_state().read(str(directory / "tf" / "state")).assert_consumed()
+        windows = directory / "tf" / "metric_windows"
+        if windows.with_suffix(".index").exists():  # checkpoints before 2026-12-01 lack them
+            self._metric_windows().read(str(windows)).assert_consumed()
         self._loop = json.loads((directory / "loop.json").read_text())
         self._restore_extra(directory)
         self._time_step = self.train_env.reset()  # a fresh episode unless the envs come back
