@@ -22,7 +22,7 @@ from tf_agents.networks import q_network
 
 import envs
 from envs.errors import UserError
-from pipeline import agents, networks, rundir  # noqa: F401 (networks: gin names)
+from pipeline import agents, networks, optimizers, rundir  # noqa: F401 (gin names)
 from pipeline import augmentation as _augmentation  # noqa: F401 (gin names)
 from pipeline.loop import TrainingLoop
 from pipeline.metrics import MetricsLog
