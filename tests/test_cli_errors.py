@@ -45,7 +45,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
             ["n-step returns (n=3)", "gamma in (0, 1]"],
         ),
         (
-            bindings("QNetwork.dtype='mixed_bfloat16'"),
+            bindings("train.network=@QNetwork", "QNetwork.dtype='mixed_bfloat16'"),
             ["QNetwork outputs bfloat16 Q-values", "DuelingQNetwork.dtype"],
         ),
     ],
