@@ -114,7 +114,7 @@ class CompiledPyPolicy(py_policy.PyPolicy):
     """
 
     def __init__(self, policy: tf_policy.TFPolicy):
-        if tf.nest.flatten(policy.policy_state_spec):
+        if not is_stateless(policy):
             raise ValueError("CompiledPyPolicy serves stateless policies only")
         super().__init__(
             tensor_spec.to_nest_array_spec(policy.time_step_spec),
@@ -142,13 +142,15 @@ class CompiledPyPolicy(py_policy.PyPolicy):
         return policy_step.PolicyStep(action, policy_state, ())
 
 
+def is_stateless(policy: tf_policy.TFPolicy) -> bool:
+    return not tf.nest.flatten(policy.policy_state_spec)
+
+
 def py_policy_for_evaluation(policy: tf_policy.TFPolicy) -> py_policy.PyPolicy:
     """The fastest exact Python wrapper for `policy`: compiled when stateless."""
-    if tf.nest.flatten(policy.policy_state_spec):
-        return py_tf_eager_policy.PyTFEagerPolicy(
-            policy, use_tf_function=True, batch_time_steps=False
-        )
-    return CompiledPyPolicy(policy)
+    if is_stateless(policy):
+        return CompiledPyPolicy(policy)
+    return py_tf_eager_policy.PyTFEagerPolicy(policy, use_tf_function=True, batch_time_steps=False)
 
 
 def _padded(live: np.ndarray, most: int) -> np.ndarray:

@@ -59,15 +59,16 @@ def eval_wall_times(run_dir: Path) -> dict[int, float]:
     return {int(e.step): e.wall_time for e in accumulator.Tensors("return_mean")}
 
 
-def summarize(result: dict, run_dir: Path, threshold: float, budget: int) -> dict:
-    solved = next(
-        (
-            r
-            for r in result["rows"]
-            if r["env_steps"] <= budget and r["eval_return_mean"] >= threshold
-        ),
+def first_at_least(rows: list[dict], threshold: float, budget: int) -> dict | None:
+    """The first evaluation row within `budget` env steps whose mean reaches `threshold`."""
+    return next(
+        (r for r in rows if r["env_steps"] <= budget and r["eval_return_mean"] >= threshold),
         None,
     )
+
+
+def summarize(result: dict, run_dir: Path, threshold: float, budget: int) -> dict:
+    solved = first_at_least(result["rows"], threshold, budget)
     wall_at = eval_wall_times(run_dir)
     return {
         "seed": result["seed"],

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cartpole_solve import REPO, run_seed, summarize  # noqa: E402
+from cartpole_solve import REPO, first_at_least, run_seed, summarize  # noqa: E402
 
 SB3_PINS = ["torch==2.13.0", "stable-baselines3==2.9.2", "gymnasium==1.3.0", "numpy<2"]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -53,13 +53,6 @@ def run_sb3(interpreter: Path, seed: int, budget: int) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"SB3 seed {seed} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def first_at_least(rows: list[dict], threshold: float, budget: int) -> dict | None:
-    return next(
-        (r for r in rows if r["env_steps"] <= budget and r["eval_return_mean"] >= threshold),
-        None,
-    )
 
 
 def sb3_summary(result: dict, threshold: float, budget: int) -> dict:
