@@ -130,9 +130,7 @@ def test_breakout_drq_updates_resume_bit_for_bit_and_policies_see_raw_frames(tmp
     # The collect policy acts on the env's frames: its greedy choice is argmax Q(raw stack).
     raw = run.replay.sample_numpy(8).observation[:, 0]
     q_values, _ = run.agent._q_network(tf.constant(raw))
-    greedy = run.agent.policy.action(
-        ts.restart(tf.constant(raw), batch_size=8)
-    ).action.numpy()
+    greedy = run.agent.policy.action(ts.restart(tf.constant(raw), batch_size=8)).action.numpy()
     np.testing.assert_array_equal(greedy, np.argmax(q_values.numpy(), axis=1))
 
     run.train_updates(tf.constant(3, tf.int64))
