@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class UnknownEnvError(UserError):
     """The environment id is not registered with gymnasium."""
+
+
+class UnsupportedSpaceError(UserError):
+    """The environment's observation or action space is one the pipeline cannot serve."""

@@ -17,6 +17,8 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
+from envs.errors import UnsupportedSpaceError
+
 # Built once: ts.restart/transition/termination re-check types on every call, which costs
 # more than a CartPole step itself. These are the same values those helpers produce.
 _FIRST = np.asarray(ts.StepType.FIRST, dtype=np.int32)
@@ -37,10 +39,16 @@ def space_to_spec(space: gym.Space, name: str) -> array_spec.ArraySpec:
         return array_spec.BoundedArraySpec(
             shape=space.shape, dtype=space.dtype, minimum=space.low, maximum=space.high, name=name
         )
-    raise TypeError(
+    raise UnsupportedSpaceError(
         f"gymnasium space {space!r} is not supported by the bridge (only Box and Discrete); "
         "wrap the environment so it exposes one of those"
     )
+
+
+def describe(env: gym.Env) -> str:
+    """`CartPole-v1 (observations Box(...), actions Discrete(2))`, for error messages."""
+    name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    return f"{name} (observations {env.observation_space}, actions {env.action_space})"
 
 
 class GymnasiumEnvironment(py_environment.PyEnvironment):
@@ -50,12 +58,23 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         super().__init__(handle_auto_reset=True)
         self._env = env
         self._discount = np.asarray(discount, dtype=np.float32)
-        self._observation_spec = space_to_spec(env.observation_space, "observation")
-        self._action_spec = space_to_spec(env.action_space, "action")
+        try:
+            self._observation_spec = space_to_spec(env.observation_space, "observation")
+            self._action_spec = space_to_spec(env.action_space, "action")
+        except UnsupportedSpaceError:
+            raise UnsupportedSpaceError(
+                f"{describe(env)} is not supported: the pipeline serves Box and Discrete "
+                "observations and actions (not Tuple, Dict, Text, MultiDiscrete, MultiBinary): "
+                "wrap the env so it exposes those, e.g. gymnasium's FlattenObservation"
+            ) from None
         self._obs_dtype = self._observation_spec.dtype
         self._action_dtype = self._action_spec.dtype
         self._next_seed = seed
         self.last_info: dict[str, Any] = {}
+
+    @property
+    def description(self) -> str:
+        return describe(self._env)
 
     @property
     def gym_env(self) -> gym.Env:

@@ -7,7 +7,7 @@ import difflib
 import gin
 import gymnasium as gym
 
-from envs.errors import UnknownEnvError
+from envs.errors import UnknownEnvError, UserError
 from envs.gym_bridge import GymnasiumEnvironment
 
 
@@ -39,4 +39,8 @@ def load_gymnasium(
     kwargs = {"render_mode": render_mode}
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
-    return GymnasiumEnvironment(gym.make(env_id, **kwargs), seed=seed, discount=discount)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as error:
+        raise UserError(f"{env_id} needs a package that is not installed: {error}") from None
+    return GymnasiumEnvironment(env, seed=seed, discount=discount)

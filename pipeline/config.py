@@ -6,19 +6,35 @@ time, before any environment, network or run directory exists.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
+import logging
 import os
 import re
+import tokenize
 from pathlib import Path
 
 import gin
 
 from envs.errors import UserError
+from pipeline import validation
 
 REPO_GIN_DIR = Path(__file__).resolve().parents[1] / "gin"
 _UNKNOWN_CONFIGURABLE = re.compile(r"No configurable matching '([^']+)'")
+_UNQUOTED = re.compile(r"malformed node or string.*ast\.Name")
 _UNKNOWN_PARAMETER = re.compile(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'")
+
+
+class _QuietIncludeLookups(logging.Filter):
+    """Drops gin's resource lookups: an `include` of a bare name logs 'Path not found'
+    (an ERROR) for every folder it tries before the search path finds the file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
+
+
+logging.getLogger().addFilter(_QuietIncludeLookups())
 
 
 def gin_search_dirs() -> list[Path]:
@@ -69,9 +85,13 @@ def _parameters_of(configurable_name: str) -> list[str]:
         return []
 
 
-def explain_gin_error(error: Exception) -> str:
+def explain_gin_error(error: Exception, binding: str | None = None) -> str:
     """Turns gin's multi-line message into one line with a suggestion."""
+    if isinstance(error, tokenize.TokenError):
+        return "unbalanced brackets or quotes: close every (, [, { and string"
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    if _UNQUOTED.search(first_line):
+        return _unquoted_hint(binding)
     if match := _UNKNOWN_PARAMETER.search(first_line):
         configurable, parameter = match.groups()
         close = difflib.get_close_matches(parameter, _parameters_of(configurable), n=3)
@@ -85,18 +105,111 @@ def explain_gin_error(error: Exception) -> str:
     return f"gin: {first_line}"
 
 
+def _unquoted_hint(binding: str | None) -> str:
+    """A bare word where a value belongs: almost always a string without its quotes."""
+    if binding and "=" in binding:
+        name, value = (part.strip() for part in binding.split("=", 1))
+        return f"the value {value} is not a Python literal: quote strings, e.g. {name}='{value}'"
+    return "a value is not a Python literal: quote strings ('CartPole-v1'), refer with @Name"
+
+
 def parse(gin_files: list[str], gin_bindings: list[str]) -> list[Path]:
-    """Parses files then bindings strictly; returns the resolved file paths."""
+    """Parses files then bindings strictly and checks every bound setting.
+
+    Returns the resolved file paths. Each problem is one `UserError` line naming the file
+    (and line) or the binding it comes from.
+    """
     paths = [resolve_gin_file(name) for name in gin_files]
     for directory in gin_search_dirs():
         gin.add_config_file_search_path(str(directory))
-    try:
-        gin.parse_config_files_and_bindings(
-            [str(p) for p in paths], gin_bindings, skip_unknown=False
-        )
-    except (ValueError, KeyError, SyntaxError, OSError, TypeError) as error:
-        raise UserError(explain_gin_error(error)) from None
+    for path in paths:
+        _check_readable_text(path)
+        with _explained(f"in {path.name}"):
+            gin.parse_config_file(str(path), skip_unknown=False)
+    for binding in gin_bindings:
+        with _explained(f"in binding {binding!r}", binding):
+            gin.parse_config(binding, skip_unknown=False)
+    with _explained("gin"):
+        gin.finalize()
+    validation.check_bound_settings()
     return paths
+
+
+_GIN_ERRORS = (ValueError, KeyError, SyntaxError, OSError, TypeError, tokenize.TokenError)
+
+
+@contextlib.contextmanager
+def _explained(where: str, binding: str | None = None):
+    """Turns gin's parse errors into one line that says where and what to fix."""
+    try:
+        yield
+    except UserError:
+        raise
+    except _GIN_ERRORS as error:
+        raise UserError(f"{where}: {explain_gin_error(error, binding)}") from None
+
+
+def _check_readable_text(path: Path) -> None:
+    try:
+        path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise UserError(
+            f"gin file {path} cannot be read ({error.strerror}): fix its "
+            "permissions or pass another file"
+        ) from None
+    except UnicodeDecodeError:
+        raise UserError(
+            f"gin file {path} is not text (not UTF-8): pass a gin file, e.g. one from "
+            f"{REPO_GIN_DIR}"
+        ) from None
+
+
+_IN_CALL = re.compile(r"In call to configurable '([^']+)'")
+
+
+def explain_call_error(error: BaseException) -> str | None:
+    """One line for an error raised while gin called a configurable; None for other errors.
+
+    Gin appends "In call to configurable 'X'" for every configurable on the way out; the
+    first one named is where the error happened.
+    """
+    text = str(error)
+    match = _IN_CALL.search(text)
+    if match is None:
+        return None
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    if first_line.startswith("In call to configurable"):
+        first_line = ""
+    return (
+        f"{match.group(1)} failed with {type(error).__name__}: {first_line or 'no message'}: "
+        f"check the {match.group(1)}.* settings"
+    )
+
+
+def check_bindings_used(gin_bindings: list[str]) -> None:
+    """Refuses a command-line binding whose configurable the run never built.
+
+    Call after building: gin records each configurable it calls. A binding for a part the
+    gin files do not use (`Adam.learning_rate` where `train.optimizer = @TorchAdam`) would
+    otherwise be accepted and change nothing.
+    """
+    try:
+        called = {key for key, _ in gin.config._OPERATIVE_CONFIG.items()}
+    except AttributeError:  # gin internals moved: skip the check rather than guess
+        return
+    for binding in gin_bindings:
+        target = binding.split("=", 1)[0].strip()
+        *scopes, name = target.split("/")
+        configurable = name.rsplit(".", 1)[0] if "." in name else name
+        try:
+            selector = gin.config._REGISTRY.get_match(configurable).selector
+        except (AttributeError, KeyError, ValueError):
+            continue
+        if ("/".join(scopes), selector) not in called:
+            raise UserError(
+                f"--gin_bindings={binding!r} would change nothing: this run never builds a "
+                f"{configurable}: bind the part its gin files use instead, or drop the binding"
+            )
 
 
 def query(name: str, default=None):

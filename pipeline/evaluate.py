@@ -10,19 +10,20 @@ imageio's bundled ffmpeg) show the first `--video_episodes` episodes.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from envs.errors import UserError
-from pipeline import config, experiment, on_policy, scripted_policies  # noqa: F401 (gin names)
+from pipeline import cli, config, experiment, on_policy, scripted_policies  # noqa: F401 (gin names)
 from pipeline.evaluation import Evaluator
 from pipeline.loop import EVAL_SEED_OFFSET
 
 flags.DEFINE_string("root_dir", None, "Run directory (holds config.gin and policy/).")
-flags.DEFINE_integer("episodes", None, "Episodes to play; default: the run's eval_episodes.")
+flags.DEFINE_integer(
+    "episodes", None, "Episodes to play; default: the run's eval_episodes.", lower_bound=1
+)
 flags.DEFINE_enum(
     "policy",
     "exported",
@@ -127,17 +128,19 @@ def evaluate(root_dir: Path) -> dict:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}: use --root_dir=RUN", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"unexpected arguments {argv[1:]}: use --root_dir=RUN")
     if not FLAGS.root_dir:
-        print("error: --root_dir is required: pass the run directory", file=sys.stderr)
-        sys.exit(2)
+        cli.fail("--root_dir is required: pass the run directory")
     logging.set_verbosity(logging.WARNING)
     try:
         result = evaluate(Path(FLAGS.root_dir))
     except UserError as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(str(error))
+    except Exception as error:  # raised inside a configurable gin called: a setting's fault
+        message = config.explain_call_error(error)
+        if message is None:
+            raise
+        cli.fail(message)
     lengths = result["eval_length_mean"]
     print(
         f"{FLAGS.policy} policy: return {result['eval_return_mean']:.1f} +- "
@@ -150,7 +153,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,6 @@ class Experiment(TrainingLoop):
         `checkpoint_interval` (env steps; default: `eval_interval`) and `checkpoint_interval_s`
         (wall clock) say when to checkpoint; neither changes what the run computes.
         """
-        self._check_sizes(locals())
         self._setup(
             root_dir,
             seed=seed,
@@ -101,6 +100,12 @@ class Experiment(TrainingLoop):
         self._replay_restored = False
         self.epsilon = lambda: epsilon(self.env_steps.result())
 
+        if not self.train_env.action_spec().dtype.is_integer:
+            raise UserError(
+                f"{self.env_description}: the DQN family (train.agent) needs discrete "
+                "actions: pick an env with Discrete actions, or a policy-gradient agent "
+                "(gin/ppo_cartpole.gin shows run_experiment.loop = @train_on_policy)"
+            )
         self.agent = agents.build_dqn_family(
             agent,
             network,
@@ -174,33 +179,6 @@ class Experiment(TrainingLoop):
                 f"train.initial_collect_steps={self.initial_collect_steps} is shorter than one "
                 f"{needed}-step window (n_step_update={needed - 1}): raise it to at least "
                 f"{needed}"
-            )
-
-    @staticmethod
-    def _check_sizes(settings: dict) -> None:
-        positive = (
-            "collect_steps_per_iteration",
-            "train_steps_per_iteration",
-            "batch_size",
-            "replay_capacity",
-        )
-        for name in positive:
-            if settings[name] <= 0:
-                raise UserError(
-                    f"train.{name} must be positive, got {settings[name]}: fix the binding"
-                )
-        if not 0.0 <= settings["eval_epsilon"] <= 1.0:
-            raise UserError(
-                f"train.eval_epsilon must be in [0, 1], got {settings['eval_epsilon']}: "
-                "fix the binding"
-            )
-        if settings["initial_collect_steps"] < 0:
-            raise UserError("train.initial_collect_steps must be >= 0: fix the binding")
-        if settings["initial_collect_steps"] >= settings["total_env_steps"]:
-            raise UserError(
-                f"train.initial_collect_steps ({settings['initial_collect_steps']}) leaves no "
-                f"training within train.total_env_steps ({settings['total_env_steps']}): "
-                "lower the first or raise the second"
             )
 
     # --- the pieces of one iteration -------------------------------------------------

@@ -26,7 +26,6 @@ from tf_agents.environments import batched_py_environment, tf_py_environment
 from tf_agents.metrics import tf_metrics
 from tf_agents.policies import policy_saver, tf_policy
 
-from envs.errors import UserError
 from pipeline import rundir
 from pipeline.checkpoints import CheckpointStore
 from pipeline.evaluation import Evaluator, py_policy_for_evaluation
@@ -68,15 +67,6 @@ class TrainingLoop:
         """
         if final_eval_episodes is None:
             final_eval_episodes = eval_episodes
-        self._check_positive(
-            total_env_steps=total_env_steps,
-            eval_interval=eval_interval,
-            eval_episodes=eval_episodes,
-            final_eval_episodes=final_eval_episodes,
-            num_envs=num_envs,
-            checkpoint_interval_s=checkpoint_interval_s,
-            checkpoint_interval=checkpoint_interval or 1,
-        )
         self.root_dir = Path(root_dir)
         self.seed = seed
         self.total_env_steps = total_env_steps
@@ -112,6 +102,8 @@ class TrainingLoop:
                 multithreading=False,
             )
         self.train_env = tf_py_environment.TFPyEnvironment(train_env)
+        first = train_env.envs[0] if num_envs > 1 else train_env
+        self.env_description = getattr(first, "description", type(first).__name__)
         most = max(eval_episodes, final_eval_episodes)
         self.evaluator = Evaluator(
             [env_loader(seed=None, training=False) for _ in range(most)],
@@ -131,13 +123,6 @@ class TrainingLoop:
         # Reseeded before each evaluation, so an evaluation depends only on the weights.
         self._eval_rng = tf.random.Generator.from_seed(seed)
         self._time_step = None
-
-    def _check_positive(self, **values: float) -> None:
-        for name, value in values.items():
-            if value <= 0:
-                raise UserError(
-                    f"{self.setting}.{name} must be positive, got {value}: fix the binding"
-                )
 
     def _set_eval_policy(self, policy: tf_policy.TFPolicy, export: tf_policy.TFPolicy) -> None:
         """`policy` plays the evaluations; `export` (greedy, no eval noise) is saved after each."""

@@ -92,10 +92,6 @@ class OnPolicyExperiment(TrainingLoop):
             checkpoints_to_keep=checkpoints_to_keep,
             deterministic=deterministic,
         )
-        self._check_positive(
-            max_steps_per_iteration=max_steps_per_iteration,
-            collect_per_iteration=collect_episodes_per_iteration or collect_steps_per_iteration,
-        )
         self.max_steps_per_iteration = max_steps_per_iteration
         self.agent = agents.build_on_policy(
             agent,

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from absl import app, flags
+from absl import flags
 
 from pipeline import aggregate as aggregation
+from pipeline import cli
 from pipeline.preemption import EXIT_PREEMPTED
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -831,15 +832,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("slurm_max_parallel", 64, "slurm: array tasks running at once.")
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def only_aggregate() -> int:
     sweep_dir = Path(FLAGS.sweep_dir or default_sweep_dir(FLAGS.gin_file, FLAGS.gin_bindings))
     if not (sweep_dir / SWEEP_FILE).is_file():
-        fail(f"{sweep_dir / SWEEP_FILE} not found: pass --sweep_dir of a sweep run before")
+        cli.fail(f"{sweep_dir / SWEEP_FILE} not found: pass --sweep_dir of a sweep run before")
     markdown, _ = aggregation.aggregate(sweep_dir)
     print(markdown.read_text(encoding="utf-8"), end="")
     print(f"wrote {markdown} and {sweep_dir / aggregation.CSV_FILE}")
@@ -848,7 +844,7 @@ def only_aggregate() -> int:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}: pass --grid/--gin_bindings flags")
+        cli.fail(f"unexpected arguments {argv[1:]}: pass --grid/--gin_bindings flags")
     if FLAGS.aggregate:
         sys.exit(only_aggregate())
     try:
@@ -863,7 +859,7 @@ def main(argv: list[str]) -> None:
             FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.grid, FLAGS.seeds, FLAGS.sweep_dir
         )
     except SweepError as error:
-        fail(str(error))
+        cli.fail(str(error))
     options = SlurmOptions(
         partition=FLAGS.slurm_partition,
         time_min=FLAGS.slurm_time_min,
@@ -886,7 +882,7 @@ def main(argv: list[str]) -> None:
     try:
         write_sweep_file(sweep)
     except SweepError as error:
-        fail(str(error))
+        cli.fail(str(error))
     if FLAGS.launcher == "slurm":
         sys.exit(submit_slurm(sweep, options))
     status = LocalLauncher(sweep, FLAGS.parallel).run()
@@ -898,7 +894,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gin
-from absl import app, flags, logging
+from absl import flags, logging
 
 from envs.errors import UserError
-from pipeline import config, experiment, metrics, on_policy, preemption, rundir  # noqa: F401
+from pipeline import cli, config, experiment, metrics, on_policy, preemption, rundir  # noqa: F401
 from pipeline.checkpoints import CheckpointError
 from pipeline.loop import TrainingLoop
 
@@ -35,11 +35,6 @@ def bound_seed() -> int:
     return config.query("train_on_policy.seed", 0) if seed is None else seed
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv: list[str]) -> None:
     execute(argv, experiment.build_loop)
 
@@ -50,7 +45,7 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
     The distributed learner runs through here too, with its own `build_loop`.
     """
     if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}: pass settings as --gin_bindings='name=value'")
+        cli.fail(f"unexpected arguments {argv[1:]}: pass settings as --gin_bindings='name=value'")
     logging.set_verbosity(logging.INFO)
     # Signals from here on lead to a checkpoint and exit 75, not to a bare kill.
     stop = preemption.PreemptionFlag().__enter__()
@@ -66,10 +61,16 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
             lock = rundir.RunLock(root_dir).acquire()
             rundir.check_same_settings(root_dir, gin.config_str())
         run = build_loop(root_dir)
+        config.check_bindings_used(FLAGS.gin_bindings)
         rundir.prepare(root_dir)
         lock = lock or rundir.RunLock(root_dir).acquire()
     except UserError as error:
-        fail(str(error).splitlines()[0])
+        cli.fail(str(error).splitlines()[0])
+    except Exception as error:  # raised inside a configurable gin called: a setting's fault
+        message = config.explain_call_error(error)
+        if message is None:
+            raise
+        cli.fail(message)
     info = rundir.run_info(seed, gin_paths, FLAGS.gin_bindings)
     if resuming:
         experiment.record_resume(root_dir, info)
@@ -92,7 +93,7 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
         )
         sys.exit(1)
     except UserError as error:
-        fail(str(error).splitlines()[0])
+        cli.fail(str(error).splitlines()[0])
     finally:
         lock.release()
     rows = [row for row in metrics.read_rows(root_dir) if "eval_return_mean" in row]
@@ -105,7 +106,7 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,35 @@ def test_cli_from_another_directory_uses_bare_name_and_default_root_dir(tmp_path
         len(runs) == 1 and runs[0].name.startswith("dqn_cartpole-") and runs[0].name.endswith("-s5")
     )
     assert read_metrics(runs[0])[-1]["env_steps"] == 1_500
+
+
+@pytest.mark.parametrize("gin_file", sorted(p.name for p in (REPO / "gin").glob("*.gin")))
+def test_every_shipped_gin_file_passes_the_setting_checks(gin_file):
+    """The checks of pipeline.validation must refuse bad input, never a shipped config."""
+    from pipeline import experiment, on_policy  # noqa: F401 (gin names)
+    from pipeline.distributed import common  # noqa: F401
+
+    config.parse([gin_file], [])
+
+
+def test_a_schedule_learning_rate_and_none_values_pass():
+    from pipeline import experiment  # noqa: F401
+
+    config.parse(
+        ["dqn_cartpole.gin"],
+        [
+            "TorchAdam.learning_rate=@PolynomialDecay()",
+            "PolynomialDecay.initial_learning_rate=1e-3",
+            "PolynomialDecay.decay_steps=1000",
+            "train.checkpoint_interval=None",
+            "train.final_eval_episodes=None",
+            "TorchAdam.global_clipnorm=None",
+        ],
+    )
+
+
+def test_checks_name_the_scope_of_a_scoped_binding():
+    from pipeline import experiment  # noqa: F401
+
+    with pytest.raises(UserError, match=r"^eval/load_gymnasium.discount=2.0 must be"):
+        config.parse(["dqn_cartpole.gin"], ["eval/load_gymnasium.discount=2.0"])

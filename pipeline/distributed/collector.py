@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import reverb
-from absl import app, flags, logging
+from absl import flags, logging
 from tf_agents.drivers import py_driver
 from tf_agents.experimental.distributed import reverb_variable_container
 from tf_agents.policies import py_tf_eager_policy
@@ -26,8 +26,9 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 
 from envs.errors import UserError
 from pipeline import (
+    cli,
     config,
-    train,  # also defines --gin_file and --gin_bindings
+    train,  # noqa: F401 (defines --gin_file and --gin_bindings)
 )
 from pipeline.distributed import common
 
@@ -141,7 +142,7 @@ class Collector(common.RoleExperiment):
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        train.fail(f"unexpected arguments {argv[1:]}")
+        cli.fail(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.INFO)
     try:
         config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
@@ -150,7 +151,7 @@ def main(argv: list[str]) -> None:
         collector = Collector(FLAGS.server, FLAGS.index, FLAGS.restart)
         steps = collector.collect()
     except UserError as error:
-        train.fail(str(error).splitlines()[0])
+        cli.fail(str(error).splitlines()[0])
     except (reverb.errors.DeadlineExceededError, RuntimeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"error: lost the Reverb server at {FLAGS.server}: {reason}", file=sys.stderr)
@@ -159,4 +160,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

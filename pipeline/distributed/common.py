@@ -55,21 +55,7 @@ class DistributedSettings:
 
 
 def settings() -> DistributedSettings:
-    config = DistributedSettings()
-    positive = (
-        "tolerance",
-        "weight_pull_interval",
-        "weight_push_interval",
-        "connect_timeout_s",
-        "server_checkpoint_interval_s",
-        "min_error_batches",
-        "samples_per_insert",
-    )
-    for name in positive:
-        value = getattr(config, name)
-        if value is not None and value <= 0:  # samples_per_insert None: the gin file's ratio
-            raise UserError(f"distributed.{name} must be positive, got {value}: fix the binding")
-    return config
+    return DistributedSettings()  # its ranges: pipeline.validation
 
 
 class RoleExperiment(Experiment):
@@ -115,6 +101,14 @@ def check_dqn_family() -> None:
         raise UserError(
             "the distributed mode trains the DQN family (@train) and these gin files ask for "
             "another loop (run_experiment.loop): run them with python -m pipeline.train"
+        )
+    agent = config.query("train.agent")
+    name = getattr(agent, "selector", "")
+    if config.query("distributed.prioritized", False) and name.endswith("CategoricalDqnAgent"):
+        raise UserError(
+            "distributed.prioritized=True needs per-sample TD errors, which "
+            "CategoricalDqnAgent (C51) does not report: use uniform replay "
+            "(distributed.prioritized=False) or @DqnAgent / @DdqnAgent"
         )
 
 

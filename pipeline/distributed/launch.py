@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 from envs.errors import UserError
-from pipeline import config, preemption, rundir, train
+from pipeline import cli, config, preemption, rundir, train
 from pipeline.distributed import common
 
 flags.DEFINE_integer("num_collectors", 2, "Collector processes.")
@@ -238,7 +238,7 @@ def supervise(root_dir: Path, gin_args: list[str], num_collectors: int, stop) ->
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        train.fail(f"unexpected arguments {argv[1:]}: pass settings as --gin_bindings")
+        cli.fail(f"unexpected arguments {argv[1:]}: pass settings as --gin_bindings")
     stop = preemption.PreemptionFlag().__enter__()
     try:
         config.parse(FLAGS.gin_file, FLAGS.gin_bindings)  # bad settings fail here, once
@@ -257,7 +257,7 @@ def main(argv: list[str]) -> None:
         gin_args += [f"--gin_bindings={b}" for b in FLAGS.gin_bindings]
         status = supervise(root_dir, gin_args, FLAGS.num_collectors, stop)
     except UserError as error:
-        train.fail(str(error).splitlines()[0])
+        cli.fail(str(error).splitlines()[0])
     if status == 0:
         print(f"distributed run finished; run directory: {root_dir}")
     elif status == preemption.EXIT_PREEMPTED:
@@ -267,4 +267,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

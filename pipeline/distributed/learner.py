@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import reverb
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 from tf_agents.experimental.distributed import reverb_variable_container
 from tf_agents.replay_buffers import reverb_replay_buffer
 
 from envs.errors import UserError
-from pipeline import train
+from pipeline import cli, train
 from pipeline.distributed import common
 from pipeline.metrics import MetricsLog
 from pipeline.preemption import PreemptionFlag
@@ -164,4 +164,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -16,10 +16,15 @@ import time
 from pathlib import Path
 
 import reverb
-from absl import app, flags, logging
+from absl import flags, logging
 
 from envs.errors import UserError
-from pipeline import config, rundir, train
+from pipeline import (
+    cli,
+    config,
+    rundir,
+    train,  # noqa: F401 (defines --gin_file, --gin_bindings, --root_dir)
+)
 from pipeline.distributed import common
 from pipeline.preemption import PreemptionFlag
 
@@ -75,7 +80,7 @@ def serve(root_dir: Path, port: int, stop: PreemptionFlag) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        train.fail(f"unexpected arguments {argv[1:]}")
+        cli.fail(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.INFO)
     stop = PreemptionFlag().__enter__()
     try:
@@ -84,9 +89,9 @@ def main(argv: list[str]) -> None:
             raise UserError("--port and --root_dir are required: the address and the run directory")
         serve(Path(FLAGS.root_dir), FLAGS.port, stop)
     except UserError as error:
-        train.fail(str(error).splitlines()[0])
+        cli.fail(str(error).splitlines()[0])
     sys.exit(0)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -26,10 +26,15 @@ import sys
 from pathlib import Path
 
 import gin
-from absl import app, flags
+from absl import flags
 
 from envs.errors import UserError
-from pipeline import config, rundir, train  # train defines --gin_file, --gin_bindings, --root_dir
+from pipeline import (  # train defines --gin_file, --gin_bindings, --root_dir
+    cli,
+    config,
+    rundir,
+    train,
+)
 from pipeline.distributed import common
 from pipeline.files import atomic_write_text
 
@@ -169,7 +174,7 @@ def submit(script_path: Path) -> str:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        train.fail(f"unexpected arguments {argv[1:]}: pass settings as --gin_bindings")
+        cli.fail(f"unexpected arguments {argv[1:]}: pass settings as --gin_bindings")
     try:
         gin_files = config.parse(FLAGS.gin_file, FLAGS.gin_bindings)  # bad settings fail here
         common.settings()  # and bad distributed.* ones here, not in the queue
@@ -198,7 +203,7 @@ def main(argv: list[str]) -> None:
         atomic_write_text(script_path, script)
         job_id = submit(script_path)
     except UserError as error:
-        train.fail(str(error).splitlines()[0])
+        cli.fail(str(error).splitlines()[0])
     print(f"submitted job {job_id}: server, learner and {FLAGS.num_collectors} collectors")
     print(f"script: {script_path}")
     print(f"logs: {folder}/{job_id}.out (launcher), {root_dir}/logs/<role>.log (each role)")
@@ -206,4 +211,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,0 +1,455 @@
+"""Every bound setting checked once, right after gin parses, before anything is built.
+
+Two sources of rules, both in this module so there is one place to read them:
+- the type hints of the configurables the pipeline owns (`int`, `float`, `bool`, `str`,
+  `X | None`, factories such as `Callable`): a string where a number belongs, a float where
+  an int belongs, or a plain value where the pipeline expects `@Configurable`, fails;
+- `RULES`, the ranges and shapes of what users set most (counts >= 1, probabilities in
+  [0, 1], layer tuples, ...), for our configurables and the TF-Agents / Keras ones we expose.
+Combinations of settings (a batch larger than the replay, ...) are in `COMBINATIONS`.
+
+Each problem becomes one `UserError` line: the setting, its value, what it must be.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import gin
+
+from envs.errors import UserError
+
+Check = Callable[[Any], "str | None"]  # returns what is wrong with a value, or None
+
+_PLAIN_TYPES = {"int", "float", "bool", "str", "None"}
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, gin.config.ConfigurableReference)
+
+
+def _not_a_number(value: Any, integer: bool) -> str | None:
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool):
+        return f"must be {kind}, not a bool"
+    if isinstance(value, str):
+        return f"must be {kind}, not the string {value!r} (drop the quotes)"
+    if integer and isinstance(value, float):
+        if value.is_integer():
+            return f"must be an integer, not a float (write {int(value):_}, not {value!r})"
+        return "must be an integer"
+    if not isinstance(value, int | float):
+        return f"must be {kind}"
+    return None
+
+
+def integer(low: int | None = None, *, none: bool = False) -> Check:
+    """An int (not a bool, not a float such as 1e5) of at least `low`."""
+
+    def check(value: Any) -> str | None:
+        if value is None and none:
+            return None
+        wanted = "an integer" + (f" >= {low}" if low is not None else "")
+        wanted += " or None" if none else ""
+        problem = _not_a_number(value, integer=True)
+        if problem is not None:
+            return problem.replace("an integer", wanted, 1)
+        if low is not None and value < low:
+            return f"must be {wanted}"
+        return None
+
+    return check
+
+
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    none: bool = False,
+    schedule: bool = False,
+) -> Check:
+    """A float or int in the interval; `schedule`: `@Schedule()` is accepted too."""
+    left = "(" if low_open else "["
+    right = ")" if high_open else "]"
+    if low is not None and high is not None:
+        wanted = f"a number in {left}{low:g}, {high:g}{right}"
+    elif low is not None:
+        wanted = f"a number {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        wanted = f"a number {'<' if high_open else '<='} {high:g}"
+    else:
+        wanted = "a number"
+    wanted += " or None" if none else ""
+    wanted += " or a schedule (@Name())" if schedule else ""
+
+    def check(value: Any) -> str | None:
+        if value is None and none:
+            return None
+        if schedule and _is_reference(value):
+            return None if value.evaluate else f"must be {wanted}"
+        if _not_a_number(value, integer=False) is not None:
+            return f"must be {wanted}" + _quoted_hint(value)
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        return f"must be {wanted}" if below or above else None
+
+    return check
+
+
+def probability(none: bool = False) -> Check:
+    return number(0.0, 1.0, none=none)
+
+
+def positive(none: bool = False, schedule: bool = False) -> Check:
+    return number(0.0, low_open=True, none=none, schedule=schedule)
+
+
+def one_of(*choices: Any) -> Check:
+    def check(value: Any) -> str | None:
+        shown = ", ".join(repr(choice) for choice in choices)
+        return None if value in choices else f"must be one of {shown}"
+
+    return check
+
+
+def layer_sizes(width: int = 1) -> Check:
+    """A tuple of positive ints (`width` 1), or of `width`-tuples of them (conv layers)."""
+    item = "a positive int" if width == 1 else f"a ({', '.join(['int'] * width)}) tuple"
+
+    def good(entry: Any) -> bool:
+        if width == 1:
+            return isinstance(entry, int) and not isinstance(entry, bool) and entry > 0
+        return (
+            isinstance(entry, tuple | list)
+            and len(entry) == width
+            and all(good_int(x) for x in entry)
+        )
+
+    def good_int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, tuple | list):
+            example = "(256,)" if width == 1 else "((32, 8, 4),)"
+            return f"must be a tuple with {item} per layer, e.g. {example} (note the comma)"
+        bad = [entry for entry in value if not good(entry)]
+        return f"every layer must be {item}, got {bad[0]!r}" if bad else None
+
+    return check
+
+
+def factory(none: bool = False) -> Check:
+    """A configurable the pipeline calls itself: `@Name`, without parentheses."""
+
+    def check(value: Any) -> str | None:
+        if value is None and none:
+            return None
+        if not _is_reference(value):
+            return "must be a configurable, e.g. @Name" + (" or None" if none else "")
+        if value.evaluate:
+            return f"must be @{value.selector} without '()': the pipeline builds it"
+        return None
+
+    return check
+
+
+def schedule() -> Check:
+    """A schedule object, `@Name()` (called at parse time)."""
+
+    def check(value: Any) -> str | None:
+        if _is_reference(value) and value.evaluate:
+            return None
+        if _is_reference(value):
+            return f"must be @{value.selector}() with '()': the schedule itself is needed"
+        return (
+            "must be a schedule, e.g. @ConstantSchedule() with ConstantSchedule.value = "
+            f"{value!r}, or @LinearSchedule()"
+        )
+
+    return check
+
+
+def _called(value: gin.config.ConfigurableReference) -> str:
+    return f"@{value.selector}{'()' if value.evaluate else ''}"
+
+
+def _quoted_hint(value: Any) -> str:
+    return f", not the string {value!r} (drop the quotes)" if isinstance(value, str) else ""
+
+
+# --- the rules -----------------------------------------------------------------------------
+
+_COUNT = integer(1)
+_OPTIONAL_COUNT = integer(1, none=True)
+_LOOP_COMMON: dict[str, Check] = {
+    "seed": integer(0),
+    "total_env_steps": _COUNT,
+    "eval_interval": _COUNT,
+    "eval_episodes": _COUNT,
+    "progress_interval_s": positive(),
+    "checkpoint_interval": _OPTIONAL_COUNT,
+    "checkpoint_interval_s": positive(),
+    "checkpoints_to_keep": _COUNT,
+    "env_loader": factory(),
+    "agent": factory(),
+    "optimizer": factory(),
+}
+_OPTIMIZER: dict[str, Check] = {
+    "learning_rate": positive(schedule=True),
+    "epsilon": positive(),
+    "beta_1": number(0.0, 1.0, high_open=True),
+    "beta_2": number(0.0, 1.0, high_open=True),
+    "clipnorm": positive(none=True),
+    "global_clipnorm": positive(none=True),
+}
+_DQN_AGENT: dict[str, Check] = {
+    "gamma": probability(),
+    "n_step_update": _COUNT,
+    "target_update_period": _COUNT,
+    "target_update_tau": number(0.0, 1.0, low_open=True),
+    "gradient_clipping": positive(none=True),
+    "reward_scale_factor": number(),
+}
+_Q_NETWORK: dict[str, Check] = {
+    "fc_layer_params": layer_sizes(),
+    "conv_layer_params": layer_sizes(width=3),
+}
+
+RULES: dict[str, dict[str, Check]] = {
+    "train": {
+        **_LOOP_COMMON,
+        "network": factory(),
+        "replay": factory(),
+        "augmentation": factory(none=True),
+        "epsilon": schedule(),
+        "initial_collect_steps": integer(0),
+        "collect_steps_per_iteration": _COUNT,
+        "train_steps_per_iteration": _COUNT,
+        "batch_size": _COUNT,
+        "replay_capacity": _COUNT,
+        "final_eval_episodes": _OPTIONAL_COUNT,
+        "eval_epsilon": probability(),
+    },
+    "train_on_policy": {
+        **_LOOP_COMMON,
+        "actor_network": factory(),
+        "value_network": factory(none=True),
+        "num_envs": _COUNT,
+        "collect_episodes_per_iteration": _OPTIONAL_COUNT,
+        "collect_steps_per_iteration": _OPTIONAL_COUNT,
+        "max_steps_per_iteration": _COUNT,
+    },
+    "load_gymnasium": {
+        "max_episode_steps": _OPTIONAL_COUNT,
+        "discount": probability(),
+    },
+    "load_atari": {
+        "num_envs": _COUNT,
+        "sticky_action_prob": probability(),
+        "noop_max": integer(0),
+        "frame_skip": _COUNT,
+        "frame_stack": _COUNT,
+        "screen_size": _COUNT,
+        "max_episode_frames": _COUNT,
+        "num_threads": integer(0),
+    },
+    "LinearSchedule": {
+        "start": probability(),
+        "end": probability(),
+        "decay_steps": _COUNT,
+        "delay_steps": integer(0),
+    },
+    "ConstantSchedule": {"value": probability()},
+    "PolynomialDecay": {
+        "initial_learning_rate": positive(),
+        "end_learning_rate": number(0.0),
+        "decay_steps": _COUNT,
+        "power": positive(),
+    },
+    "RandomShiftIntensity": {"pad": integer(0), "intensity_scale": number(0.0)},
+    "Adam": _OPTIMIZER,
+    "TorchAdam": _OPTIMIZER,
+    "RMSprop": {**_OPTIMIZER, "rho": number(0.0, 1.0, high_open=True)},
+    "DqnAgent": _DQN_AGENT,
+    "DdqnAgent": _DQN_AGENT,
+    "CategoricalDqnAgent": {**_DQN_AGENT, "min_q_value": number(), "max_q_value": number()},
+    "QNetwork": _Q_NETWORK,
+    "TorchInitQNetwork": {"fc_layer_params": layer_sizes()},
+    "DuelingQNetwork": {
+        **_Q_NETWORK,
+        "stream_fc_layer_params": layer_sizes(),
+        "dtype": one_of("float32", "mixed_bfloat16", "mixed_float16"),
+    },
+    "CategoricalQNetwork": {**_Q_NETWORK, "num_atoms": integer(2)},
+    "ActorDistributionNetwork": {"fc_layer_params": layer_sizes()},
+    "ValueNetwork": {"fc_layer_params": layer_sizes()},
+    "PPOClipAgent": {
+        "importance_ratio_clipping": positive(),
+        "lambda_value": probability(),
+        "discount_factor": probability(),
+        "num_epochs": _COUNT,
+        "entropy_regularization": number(0.0),
+        "value_pred_loss_coef": number(0.0),
+    },
+    "ReinforceAgent": {"gamma": probability()},
+    "A2CAgent": {
+        "gamma": probability(),
+        "value_loss_coef": number(0.0),
+        "entropy_coef": number(0.0),
+        "gradient_clipping": positive(none=True),
+    },
+    "distributed": {
+        "priority_exponent": number(0.0),
+        "importance_exponent": probability(),
+        "samples_per_insert": positive(none=True),
+        "tolerance": positive(),
+        "min_error_batches": _COUNT,
+        "weight_pull_interval": _COUNT,
+        "weight_push_interval": _COUNT,
+        "server_checkpoint_interval_s": positive(),
+        "connect_timeout_s": positive(),
+    },
+}
+
+
+def _combinations(value: Callable[[str], Any]) -> list[str]:
+    """Problems between settings; `value(name)` is the bound value or the default."""
+    problems = []
+    if value("run_experiment.loop") is None:  # the DQN loop
+        batch, capacity = value("train.batch_size"), value("train.replay_capacity")
+        if _all_int(batch, capacity) and batch > capacity:
+            problems.append(
+                f"train.batch_size={batch} is larger than train.replay_capacity={capacity}: "
+                "lower the batch or raise the capacity"
+            )
+        start, total = value("train.initial_collect_steps"), value("train.total_env_steps")
+        if _all_int(start, total) and start >= total:
+            problems.append(
+                f"train.initial_collect_steps ({start}) leaves no training within "
+                f"train.total_env_steps ({total}): lower the first or raise the second"
+            )
+    for agent in ("CategoricalDqnAgent",):
+        low, high = value(f"{agent}.min_q_value"), value(f"{agent}.max_q_value")
+        if _all_number(low, high) and low >= high:
+            problems.append(
+                f"{agent}.min_q_value={low} must be below {agent}.max_q_value={high}: "
+                "swap or widen them"
+            )
+    return problems
+
+
+def _all_int(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+def _all_number(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+# --- applying them -------------------------------------------------------------------------
+
+
+def check_bound_settings() -> None:
+    """Raises `UserError` for the first bound setting (or combination) that is wrong."""
+    for (scope, selector), parameters in _bound().items():
+        short = selector.split(".")[-1]
+        rules = {**_annotation_rules(selector), **RULES.get(short, {})}
+        for parameter, value in parameters.items():
+            check = rules.get(parameter)
+            if check is None or _is_macro(value):
+                continue
+            problem = check(value)
+            if problem is not None:
+                name = f"{scope + '/' if scope else ''}{short}.{parameter}"
+                raise UserError(f"{name}={_show(value)} {problem}: fix the setting")
+    problems = _combinations(_effective_value)
+    if problems:
+        raise UserError(problems[0])
+
+
+def _bound() -> dict[tuple[str, str], dict[str, Any]]:
+    try:
+        return dict(gin.config._CONFIG)
+    except AttributeError:  # gin internals moved: only the constructors' own checks remain
+        return {}
+
+
+def _is_macro(value: Any) -> bool:
+    return _is_reference(value) and value.selector in ("macro", "gin.macro", "constant")
+
+
+def _show(value: Any) -> str:
+    return _called(value) if _is_reference(value) else repr(value)
+
+
+def _effective_value(name: str) -> Any:
+    """The bound value of `Configurable.param`, else its default, else None."""
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        pass
+    configurable, parameter = name.rsplit(".", 1)
+    target = _signature_target(configurable)
+    if target is None:
+        return None
+    declared = inspect.signature(target).parameters.get(parameter)
+    if declared is None or declared.default is inspect.Parameter.empty:
+        return None
+    return declared.default
+
+
+def _signature_target(selector: str) -> Callable | None:
+    try:
+        wrapped = gin.config._REGISTRY.get_match(selector).wrapped
+    except (AttributeError, KeyError, ValueError, TypeError):
+        return None
+    return wrapped.__init__ if inspect.isclass(wrapped) else wrapped
+
+
+def _annotation_rules(selector: str) -> dict[str, Check]:
+    """Type checks from the hints of a configurable the pipeline owns."""
+    target = _signature_target(selector)
+    module = getattr(target, "__module__", "") or ""
+    if target is None or not module.startswith(("pipeline", "envs")):
+        return {}
+    rules = {}
+    for name, parameter in inspect.signature(target).parameters.items():
+        check = _check_for_annotation(parameter.annotation)
+        if check is not None:
+            rules[name] = check
+    return rules
+
+
+def _check_for_annotation(annotation: Any) -> Check | None:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    parts = {part.strip() for part in str(text).split("|")}
+    none = "None" in parts
+    kinds = parts - {"None"}
+    if kinds and all(k.startswith(("Callable", "type[")) for k in kinds):
+        return factory(none=none)
+    if not parts <= _PLAIN_TYPES or len(kinds) != 1:
+        return None
+    (kind,) = kinds
+    if kind == "int":
+        return integer(none=none)
+    if kind == "float":
+        return number(none=none)
+    return _exact_type(bool if kind == "bool" else str, none)
+
+
+def _exact_type(kind: type, none: bool) -> Check:
+    def check(value: Any) -> str | None:
+        if (value is None and none) or type(value) is kind:
+            return None
+        return f"must be a {kind.__name__}" + (" or None" if none else "")
+
+    return check

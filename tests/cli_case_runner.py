@@ -1,0 +1,90 @@
+"""Runs many invocations of one CLI in this process, one TensorFlow start-up for all.
+
+    python tests/cli_case_runner.py pipeline.train cases.json results.json
+
+`cases.json`: a list of {"args": [...], "cwd": "..."}. Each case runs the CLI's `main` as
+its `run()` does (flag parsing included) with file descriptors 1 and 2 redirected, so
+everything a user would see is captured: absl logs, gin, TensorFlow's C++ lines. A Python
+exception that escapes the CLI is recorded with its traceback, as a user would see it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def _captured_fds():
+    """Points fds 1 and 2 at temporary files; yields a function that reads them back."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    files = {fd: tempfile.TemporaryFile(mode="w+b") for fd in (1, 2)}
+    for fd, file in files.items():
+        os.dup2(file.fileno(), fd)
+    texts: dict[int, str] = {}
+    try:
+        yield texts
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, file in files.items():
+            os.dup2(saved[fd], fd)
+            os.close(saved[fd])
+            file.seek(0)
+            texts[fd] = file.read().decode("utf-8", "replace")
+            file.close()
+
+
+ARGPARSE_CLIS = ("pipeline.report",)
+
+
+def _reset() -> None:
+    import gin
+    from absl import flags
+
+    gin.clear_config()
+    flags.FLAGS.unparse_flags()
+
+
+def run_case(module, args: list[str], cwd: str) -> dict:
+    _reset()
+    os.chdir(cwd)
+    sys.argv = [module.__name__, *args]
+    code: int | None = 0
+    escaped = ""
+    with _captured_fds() as texts:
+        try:
+            if module.__name__ in ARGPARSE_CLIS:
+                code = module.main(args)
+            else:
+                from pipeline import cli
+
+                cli.run(module.main)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        except BaseException:  # noqa: BLE001 - what a user would see as a traceback
+            escaped = traceback.format_exc()
+            code = None
+    return {"code": code, "stdout": texts[1], "stderr": texts[2] + escaped}
+
+
+def main() -> None:
+    module_name, cases_file, results_file = sys.argv[1:4]
+    module = importlib.import_module(module_name)
+    if module_name == "pipeline.sweep":
+        module.define_flags()  # the sweep CLI defines its flags only when run
+    cases = json.loads(Path(cases_file).read_text())
+    results = [run_case(module, case["args"], case["cwd"]) for case in cases]
+    Path(results_file).write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
