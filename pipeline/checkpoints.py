@@ -10,6 +10,7 @@ warning. The newest `keep` checkpoints are kept.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import tensorflow as tf
 from absl import logging
 
 from envs.errors import UserError
@@ -28,8 +30,39 @@ _NAME = re.compile(r"^ckpt-(\d+)$")
 T = TypeVar("T")
 
 
-class CheckpointError(RuntimeError):
-    """Writing a checkpoint failed (full disk, permissions); the previous ones are intact."""
+# What a failed write raises: Python's file calls raise OSError, TensorFlow's (checkpoints,
+# SavedModels, TensorBoard events) raise tf.errors.OpError subclasses.
+WRITE_ERRORS = (OSError, tf.errors.OpError)
+
+
+class WriteError(RuntimeError):
+    """A write into the run directory failed (full disk, permissions); the checkpoints
+    written before it are intact, so the same command resumes once the cause is fixed."""
+
+
+class CheckpointError(WriteError):
+    """Writing a checkpoint failed; the previous ones are intact."""
+
+
+def reason(error: BaseException) -> str:
+    """The cause of a failed write in a few words ("No space left on device")."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    text = (getattr(error, "message", None) or str(error)).strip()
+    text = re.sub(r"\{\{.*?\}\}\s*", "", text.splitlines()[0] if text else "")
+    text = re.sub(r"\s*\[Op:\w+\]$", "", text)
+    return text.rsplit("; ", 1)[-1] or type(error).__name__  # TF puts the file path first
+
+
+@contextlib.contextmanager
+def guarded_write(what: str):
+    """Turns a failed write of `what` into one `WriteError` line."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except WRITE_ERRORS as error:
+        raise WriteError(f"writing {what} failed ({reason(error)})") from error
 
 
 def _sha256(path: Path) -> str:
@@ -77,10 +110,25 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.keep = keep
 
+    @staticmethod
+    def _replaced(final: Path) -> Path:
+        return final.parent / f".{final.name}.replaced"
+
+    def _recover_replaced(self) -> None:
+        """Puts back a checkpoint moved aside by a replacement that a kill interrupted."""
+        for aside in self.directory.glob(".ckpt-*.replaced"):
+            final = self.directory / aside.name[1 : -len(".replaced")]
+            if (final / MANIFEST).is_file():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(aside, final)
+
     def complete(self) -> list[tuple[int, Path]]:
         """(env steps, path) of the checkpoints with a manifest, newest first."""
         if not self.directory.is_dir():
             return []
+        self._recover_replaced()
         found = []
         for path in self.directory.iterdir():
             match = _NAME.match(path.name)
@@ -112,15 +160,18 @@ class CheckpointStore:
                 os.fsync(f.fileno())
             for sub in [p for p in tmp.rglob("*") if p.is_dir()] + [tmp]:
                 _fsync_path(sub)
-            if final.exists():  # a checkpoint at the same step: replace it
-                shutil.rmtree(final)
+            aside = self._replaced(final)
+            if final.exists():  # a checkpoint at the same step: moved aside, never deleted first
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(final, aside)
             os.replace(tmp, final)
             _fsync_path(self.directory)
-        except OSError as error:
+            shutil.rmtree(aside, ignore_errors=True)
+        except WRITE_ERRORS as error:
             shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(
                 f"writing the checkpoint at {env_steps:,} env steps in {self.directory} failed "
-                f"({error.strerror or error}); the previous checkpoints are intact"
+                f"({reason(error)}); the previous checkpoints are intact"
             ) from error
         for _, old in self.complete()[self.keep :]:
             shutil.rmtree(old, ignore_errors=True)
@@ -133,19 +184,33 @@ class CheckpointStore:
         checkpoint is unusable the run cannot resume, which is an error, not a restart.
         """
         candidates = self.complete()
+        unusable = []
         for env_steps, path in candidates:
             problem = verify(path)
             if problem is None:
                 try:
-                    return env_steps, read(path)
+                    loaded = read(path)
                 except Exception as error:  # noqa: BLE001 - any failure means: try the previous
                     problem = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                else:
+                    self._move_aside(unusable)
+                    return env_steps, loaded
             logging.warning(
                 "checkpoint %s is unusable (%s); falling back to the previous one", path, problem
             )
+            unusable.append(path)
         if candidates:
             raise UserError(
                 f"no usable checkpoint in {self.directory} ({len(candidates)} corrupt): move the "
                 "run directory away to start over"
             )
         return None
+
+    def _move_aside(self, unusable: list[Path]) -> None:
+        """Newer checkpoints that failed, once an older one loaded: renamed `corrupt-*`, so
+        they no longer take a keep slot (kept for a post-mortem, never read again)."""
+        for path in unusable:
+            aside = path.with_name(f"corrupt-{path.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(path, aside)
+            logging.warning("moved the unusable checkpoint %s to %s", path, aside)

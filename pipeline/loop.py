@@ -27,7 +27,7 @@ from tf_agents.metrics import tf_metrics
 from tf_agents.policies import policy_saver, tf_policy
 
 from pipeline import rundir
-from pipeline.checkpoints import CheckpointStore
+from pipeline.checkpoints import WRITE_ERRORS, CheckpointStore, guarded_write
 from pipeline.evaluation import Evaluator, py_policy_for_evaluation
 from pipeline.metrics import MetricsLog, Progress
 from pipeline.preemption import Preempted, PreemptionFlag
@@ -133,30 +133,35 @@ class TrainingLoop:
     def export_policy(self, env_steps: int) -> Path:
         """Saves the greedy policy with the current weights as a SavedModel, atomically.
 
-        Written to `policies/step-N` (through a `.partial` sibling and a rename), then the
-        `policy` symlink is swapped to it in one rename, so a reader of `<root_dir>/policy`
-        always finds a complete model. Older exports are removed. Loading it needs only
-        TensorFlow and TF-Agents: `tf.saved_model.load("<root_dir>/policy")`.
+        Written to `policies/step-N` (through a `.partial` sibling and a rename; a new name
+        `step-N.1`, ... if one is there, so the export `policy` points to is never replaced
+        in place), then the `policy` symlink is swapped to it in one rename, so a reader of
+        `<root_dir>/policy` always finds a complete model. Older exports are removed after.
+        Loading it needs only TensorFlow and TF-Agents: `tf.saved_model.load("<root_dir>/policy")`.
         """
         if self._saver is None:
             self._saver = policy_saver.PolicySaver(
                 self._export_policy, batch_size=None, train_step=self.train_step
             )
         folder = self.root_dir / "policies"
-        folder.mkdir(exist_ok=True)
-        target = folder / f"step-{env_steps:012d}"
+        target = _unused_name(folder / f"step-{env_steps:012d}")
         partial = folder / f".{target.name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        with quiet_saving():
-            self._saver.save(str(partial))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(partial, target)
-        link, current = self.root_dir / ".policy.link", self.root_dir / "policy"
-        link.unlink(missing_ok=True)
-        os.symlink(Path("policies") / target.name, link)
-        if current.is_dir() and not current.is_symlink():  # a copy made with `cp -rL`
-            shutil.rmtree(current)
-        os.replace(link, current)
+        with guarded_write(f"the policy export {target}"):
+            folder.mkdir(exist_ok=True)
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                with quiet_saving():
+                    self._saver.save(str(partial))
+            except WRITE_ERRORS:
+                shutil.rmtree(partial, ignore_errors=True)  # give the space back
+                raise
+            os.replace(partial, target)
+            link, current = self.root_dir / ".policy.link", self.root_dir / "policy"
+            link.unlink(missing_ok=True)
+            os.symlink(Path("policies") / target.name, link)
+            if current.is_dir() and not current.is_symlink():  # a copy made with `cp -rL`
+                shutil.rmtree(current)
+            os.replace(link, current)
         for old in folder.iterdir():
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
@@ -399,7 +404,8 @@ class TrainingLoop:
             self._iteration(log, env_steps)
             if not wrote_operative_config:  # every configurable has now been called
                 wrote_operative_config = True
-                write_operative_config(self.root_dir)
+                with guarded_write(f"operative_config.gin in {self.root_dir}"):
+                    write_operative_config(self.root_dir)
                 if fresh:
                     log.text("train", "operative_config", gin.operative_config_str(), env_steps)
 
@@ -458,3 +464,12 @@ def quiet_saving():
 
 def write_operative_config(root_dir: Path) -> None:
     rundir.atomic_write_text(root_dir / "operative_config.gin", gin.operative_config_str())
+
+
+def _unused_name(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2`, ... if it exists (a re-export at the same step)."""
+    candidate, index = path, 0
+    while candidate.exists():
+        index += 1
+        candidate = path.with_name(f"{path.name}.{index}")
+    return candidate

@@ -15,6 +15,7 @@ from typing import Any
 import tensorflow as tf
 
 from pipeline import files, rundir
+from pipeline.checkpoints import guarded_write
 
 GROUPS = ("train", "eval")
 
@@ -77,39 +78,48 @@ class MetricsLog:
     """
 
     def __init__(self, root_dir: Path, keep_until: int | None = None):
-        if keep_until is not None:
-            _truncate_jsonl(root_dir, keep_until)
-            for group in GROUPS:
-                _truncate_events(root_dir / group, keep_until)
-        self._jsonl = open(root_dir / "metrics.jsonl", "a", encoding="utf-8")
-        self._writers = {
-            "train": tf.summary.create_file_writer(str(root_dir / "train")),
-            "eval": tf.summary.create_file_writer(str(root_dir / "eval")),
-        }
+        self._root_dir = root_dir
+        with self._guard():
+            if keep_until is not None:
+                _truncate_jsonl(root_dir, keep_until)
+                for group in GROUPS:
+                    _truncate_events(root_dir / group, keep_until)
+            self._jsonl = open(root_dir / "metrics.jsonl", "a", encoding="utf-8")
+            self._writers = {
+                "train": tf.summary.create_file_writer(str(root_dir / "train")),
+                "eval": tf.summary.create_file_writer(str(root_dir / "eval")),
+            }
+
+    def _guard(self):
+        """A full disk here ends the run with one line; the last checkpoint still resumes."""
+        return guarded_write(f"the metrics (metrics.jsonl, TensorBoard) in {self._root_dir}")
 
     def record(self, row: dict[str, Any]) -> None:
-        self._jsonl.write(json.dumps(row, sort_keys=False) + "\n")
-        self._jsonl.flush()
+        with self._guard():
+            self._jsonl.write(json.dumps(row, sort_keys=False) + "\n")
+            self._jsonl.flush()
 
     def scalars(self, group: str, values: dict[str, float], env_steps: int) -> None:
-        with self._writers[group].as_default(step=env_steps):
+        with self._guard(), self._writers[group].as_default(step=env_steps):
             for name, value in values.items():
                 tf.summary.scalar(name, value)
 
     def text(self, group: str, name: str, value: str, env_steps: int) -> None:
-        with self._writers[group].as_default(step=env_steps):
+        with self._guard(), self._writers[group].as_default(step=env_steps):
             tf.summary.text(name, value)
 
     def flush(self) -> None:
-        self._jsonl.flush()
-        os.fsync(self._jsonl.fileno())
-        for writer in self._writers.values():
-            writer.flush()
+        with self._guard():
+            self._jsonl.flush()
+            os.fsync(self._jsonl.fileno())
+            for writer in self._writers.values():
+                writer.flush()
 
     def close(self) -> None:
-        self._jsonl.close()
-        for writer in self._writers.values():
-            writer.close()
+        with self._guard():
+            self._jsonl.close()
+            for writer in self._writers.values():
+                writer.close()
 
 
 def format_duration(seconds: float) -> str:

@@ -12,7 +12,7 @@ from absl import flags, logging
 
 from envs.errors import UserError
 from pipeline import cli, config, experiment, metrics, on_policy, preemption, rundir  # noqa: F401
-from pipeline.checkpoints import CheckpointError
+from pipeline.checkpoints import WriteError
 from pipeline.loop import TrainingLoop
 
 flags.DEFINE_multi_string(
@@ -85,7 +85,7 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
             f"(exit status {preemption.EXIT_PREEMPTED}); run directory: {root_dir.resolve()}"
         )
         sys.exit(preemption.EXIT_PREEMPTED)
-    except CheckpointError as error:
+    except WriteError as error:
         print(
             f"error: {error}: free space or fix permissions, then run the same command "
             "to resume from the last checkpoint",

@@ -58,10 +58,17 @@ def test_corrupt_latest_falls_back_with_a_warning_and_all_corrupt_is_an_error(tm
     (latest / "sub" / "data.txt").write_text("at 2O0")  # same size, other bytes
     assert store.load_latest(reader) == (100, "at 100")
     assert "does not match its checksum" in caplog.text and "falling back" in caplog.text
+    # moved aside, named in the log, and no longer one of the `keep` slots
+    assert (tmp_path / f"corrupt-{latest.name}").is_dir() and not latest.exists()
+    assert f"corrupt-{latest.name}" in caplog.text
+    assert [s for s, _ in store.complete()] == [100]
 
+    store.save(300, writer("at 300"))
+    (store.complete()[0][1] / "sub" / "data.txt").write_text("cut")
     (store.complete()[1][1] / "sub" / "data.txt").write_text("cut")
     with pytest.raises(UserError, match="no usable checkpoint"):
         store.load_latest(reader)
+    assert [s for s, _ in store.complete()] == [300, 100], "nothing moves when none loads"
 
 
 def test_a_failed_write_leaves_no_partial_and_keeps_the_previous(tmp_path: Path):

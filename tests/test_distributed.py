@@ -185,8 +185,8 @@ def test_unreachable_server_fails_within_the_timeout():
 @pytest.mark.parametrize(
     "binding, message",
     [
-        ("distributed.weight_pull_interval=0", "distributed.weight_pull_interval=0 must be an integer >= 1"),
-        ("distributed.samples_per_insert=-1", "distributed.samples_per_insert=-1 must be a number > 0"),
+        ("distributed.weight_pull_interval=0", "weight_pull_interval=0 must be an integer >= 1"),
+        ("distributed.samples_per_insert=-1", "samples_per_insert=-1 must be a number > 0"),
         ("DqnAgent.n_step_update=3", "the distributed mode stores 2-step items"),
     ],
 )
