@@ -19,6 +19,7 @@ import gin
 
 from envs.errors import UserError
 from pipeline import validation
+from pipeline.run_settings import RunSettings
 
 REPO_GIN_DIR = Path(__file__).resolve().parents[1] / "gin"
 _UNKNOWN_CONFIGURABLE = re.compile(r"No configurable matching '([^']+)'")
@@ -210,6 +211,23 @@ def check_bindings_used(gin_bindings: list[str]) -> None:
                 f"--gin_bindings={binding!r} would change nothing: this run never builds a "
                 f"{configurable}: bind the part its gin files use instead, or drop the binding"
             )
+
+
+def run_settings() -> RunSettings:
+    """The parsed config's loop, with its seed, budget and eval size (bound, else default)."""
+    reference = query("run_experiment.loop")
+    loop = getattr(getattr(reference, "configurable", None), "name", None) or "train"
+
+    def value(parameter: str, default=None):
+        found = validation.effective_value(f"{loop}.{parameter}")
+        return default if found is None else found
+
+    return RunSettings(
+        loop=loop,
+        seed=value("seed", 0),
+        total_env_steps=value("total_env_steps"),
+        eval_episodes=value("eval_episodes"),
+    )
 
 
 def query(name: str, default=None):

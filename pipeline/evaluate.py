@@ -38,8 +38,6 @@ flags.DEFINE_integer("fps", 30, "Frames per second of the videos.")
 FLAGS = flags.FLAGS
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame (CartPole's renderer) needs no sound
 
-LOOPS = ("train", "train_on_policy")
-
 
 def run_settings(root_dir: Path, bindings: list[str]) -> tuple[str, dict]:
     """Parses the run's config.gin; returns its loop's gin name and the settings we need."""
@@ -47,13 +45,13 @@ def run_settings(root_dir: Path, bindings: list[str]) -> tuple[str, dict]:
     if not config_file.exists():
         raise UserError(f"{root_dir} holds no run (no config.gin): pass a run directory")
     config.parse([str(config_file)], bindings)
-    loop = "train_on_policy" if config.query("run_experiment.loop") else "train"
+    run = config.run_settings()
     settings = {
-        "seed": config.query(f"{loop}.seed", 0),
-        "eval_episodes": config.query(f"{loop}.eval_episodes", 10),
-        "env_loader": config.query(f"{loop}.env_loader"),
+        "seed": run.seed,
+        "eval_episodes": run.eval_episodes or 10,
+        "env_loader": config.query(run.binding("env_loader")),
     }
-    return loop, settings
+    return run.loop, settings
 
 
 def make_eval_envs(loader_ref, count: int, video: bool) -> list:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-SEED_BINDINGS = ("train.seed", "train_on_policy.seed")
-TOTAL_STEPS_BINDINGS = ("train.total_env_steps", "train_on_policy.total_env_steps")
+from pipeline.run_settings import SEED_BINDINGS, TOTAL_STEPS_BINDINGS
+
 RUN_MARKERS = ("metrics.jsonl", "config.gin", "run.json")  # any one makes a run directory
 PNG_FILE = "learning_curves.png"
 MARKDOWN_FILE = "report.md"

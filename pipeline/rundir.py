@@ -18,6 +18,7 @@ from typing import Any
 
 from envs.errors import UserError
 from pipeline.files import atomic_write_text  # noqa: F401 (callers use rundir.atomic_write_text)
+from pipeline.run_settings import RESUMABLE_CHANGES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_MARKERS = ("run.json", "config.gin", "metrics.jsonl")
@@ -53,16 +54,6 @@ def prepare(root_dir: Path) -> Path:
             f"cannot write --root_dir {root_dir} ({error.strerror}): choose a writable path"
         ) from None
     return root_dir
-
-
-# Settings that say how to run, not what is computed: a resume may change them.
-RESUMABLE_CHANGES = (
-    "train.total_env_steps",
-    "train.progress_interval_s",
-    "train.checkpoint_interval",
-    "train.checkpoint_interval_s",
-    "train.checkpoints_to_keep",
-)
 
 
 def parse_config_str(text: str) -> dict[str, str]:

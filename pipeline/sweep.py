@@ -297,9 +297,8 @@ def _check_in_child() -> None:
     for index, setting in enumerate(request["settings"]):
         try:
             parse([*request["gin_bindings"], *setting])
-            loop = config.query("run_experiment.loop")
-            loop_name = getattr(getattr(loop, "configurable", None), "name", None) or "train"
-            parse([*request["gin_bindings"], *setting, f"{loop_name}.seed=0"])
+            run = config.run_settings()
+            parse([*request["gin_bindings"], *setting, f"{run.binding('seed')}=0"])
         except UserError as error:
             message = str(error).splitlines()[0]
             for binding in setting:  # name the grid value at fault, if one alone fails
@@ -308,17 +307,9 @@ def _check_in_child() -> None:
                 except UserError:
                     return reply({"error": f"{message} (from --grid value {binding})"})
             return reply({"error": message, "setting": index})
-        total = config.query(f"{loop_name}.total_env_steps")
-        if total is None:  # not bound: the loop's own default
-            try:
-                import inspect
-
-                wrapped = gin.config._REGISTRY.get_match(loop_name).wrapped
-                target = wrapped.__init__ if inspect.isclass(wrapped) else wrapped
-                total = inspect.signature(target).parameters["total_env_steps"].default
-            except (AttributeError, KeyError, ValueError, TypeError):
-                total = None
-        answers.append({"seed_binding": f"{loop_name}.seed", "total_env_steps": total})
+        answers.append(
+            {"seed_binding": run.binding("seed"), "total_env_steps": run.total_env_steps}
+        )
     reply({"settings": answers})
 
 

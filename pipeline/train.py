@@ -30,11 +30,6 @@ flags.DEFINE_bool("tf_logs", False, "Show TensorFlow's own start-up and C++ log 
 FLAGS = flags.FLAGS
 
 
-def bound_seed() -> int:
-    seed = config.query("train.seed")
-    return config.query("train_on_policy.seed", 0) if seed is None else seed
-
-
 def main(argv: list[str]) -> None:
     execute(argv, experiment.build_loop)
 
@@ -52,7 +47,7 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
     lock = None
     try:
         gin_paths = config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-        seed = bound_seed()
+        seed = config.run_settings().seed
         root_dir = Path(
             FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed)
         )

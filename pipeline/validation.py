@@ -371,7 +371,7 @@ def check_bound_settings() -> None:
             if problem is not None:
                 name = f"{scope + '/' if scope else ''}{short}.{parameter}"
                 raise UserError(f"{name}={_show(value)} {problem}: fix the setting")
-    problems = _combinations(_effective_value)
+    problems = _combinations(effective_value)
     if problems:
         raise UserError(problems[0])
 
@@ -391,7 +391,7 @@ def _show(value: Any) -> str:
     return _called(value) if _is_reference(value) else repr(value)
 
 
-def _effective_value(name: str) -> Any:
+def effective_value(name: str) -> Any:
     """The bound value of `Configurable.param`, else its default, else None."""
     try:
         return gin.query_parameter(name)

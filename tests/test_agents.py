@@ -124,6 +124,16 @@ def test_on_policy_resume_is_bit_identical(tmp_path: Path):
     ref, got = (d / "metrics.jsonl" for d in (reference, interrupted))
     assert got.read_bytes() == ref.read_bytes()
 
+    # A finished on-policy run is extended, with other checkpoint settings, not refused.
+    finished_at = max(complete_checkpoints(reference))
+    more = bindings(
+        "train_on_policy.total_env_steps=1_200", "train_on_policy.checkpoint_interval=400"
+    )
+    extended = train_cli(*run, *more, f"--root_dir={reference}", cwd=REPO)
+    assert extended.returncode == 0, extended.stderr
+    assert f"resumed from checkpoint at {finished_at:,} env steps" in extended.stderr
+    assert read_metrics(reference)[-1]["env_steps"] >= 1_200
+
 
 def start_cli(args: list[str], root_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(

@@ -126,6 +126,24 @@ def test_distributed_cartpole_learns_and_survives_killed_roles(tmp_path):
     priorities = replay_priorities(root, tmp_path)
     assert len(set(priorities)) > 20 and min(priorities) < 0.5 < max(priorities), priorities[:20]
 
+    # Extended, with other run-only settings: it resumes at 8,000 instead of being refused.
+    more = [
+        "train.total_env_steps=10_000",
+        "train.checkpoint_interval=1_000",
+        "distributed.server_checkpoint_interval_s=7.0",
+        "distributed.connect_timeout_s=90.0",
+    ]
+    extended = subprocess.run(
+        [sys.executable, "-m", "pipeline.distributed.launch", *CARTPOLE,
+         *[f"--gin_bindings={b}" for b in more], f"--root_dir={root}", f"--port={free_port()}",
+         "--num_collectors=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert "resumed from checkpoint at 8,000 env steps" in log_of(root, "learner")
+    assert [r for r in read_metrics(root) if "eval_return_mean" in r][-1]["env_steps"] == 10_000
+    assert "exited with status 0: restarting" not in extended.stderr  # done is not dead
+
 
 def replay_priorities(root: Path, tmp_path: Path, samples: int = 200) -> list[float]:
     """Priorities of items sampled from the stopped server's newest Reverb checkpoint."""

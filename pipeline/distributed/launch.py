@@ -29,7 +29,13 @@ from pathlib import Path
 from absl import flags
 
 from envs.errors import UserError
-from pipeline import cli, config, preemption, rundir, train
+from pipeline import (
+    cli,
+    config,
+    preemption,
+    rundir,
+    train,  # noqa: F401 (defines --gin_file, --gin_bindings, --root_dir)
+)
 from pipeline.distributed import common
 
 flags.DEFINE_integer("num_collectors", 2, "Collector processes.")
@@ -202,6 +208,7 @@ def supervise(root_dir: Path, gin_args: list[str], num_collectors: int, stop) ->
         _wait_until_serving(supervisor, server, address)
         for role in [learner, *collectors]:
             supervisor.start(role)
+        finished: list[Role] = []  # collectors done before the learner exits: not deaths
         while True:
             if stop.requested:
                 supervisor.stop([*collectors, learner])  # the learner checkpoints (exit 75)
@@ -209,12 +216,16 @@ def supervise(root_dir: Path, gin_args: list[str], num_collectors: int, stop) ->
                 return preemption.EXIT_PREEMPTED
             for role in roles:
                 status = role.process.poll()
-                if status is None:
+                if status is None or role in finished:
                     continue
                 if role is learner and status == 0:
                     supervisor.stop(collectors)
                     supervisor.stop([server])
                     return 0
+                if role in collectors and status == 0:  # it saw the learner's finished flag
+                    finished.append(role)
+                    print(f"{role.name} finished", file=sys.stderr, flush=True)
+                    continue
                 if status == 2:
                     supervisor.stop(roles)
                     raise UserError(f"{role.name} refused to run: {supervisor.last_error(role)}")
@@ -248,7 +259,7 @@ def main(argv: list[str]) -> None:
             raise UserError("--num_collectors must be at least 1")
         if FLAGS.port:
             common.check_port_free(FLAGS.port)
-        seed = train.bound_seed()
+        seed = config.run_settings().seed
         root_dir = Path(
             FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed)
         ).resolve()

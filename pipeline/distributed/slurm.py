@@ -29,11 +29,11 @@ import gin
 from absl import flags
 
 from envs.errors import UserError
-from pipeline import (  # train defines --gin_file, --gin_bindings, --root_dir
+from pipeline import (
     cli,
     config,
     rundir,
-    train,
+    train,  # noqa: F401 (defines --gin_file, --gin_bindings, --root_dir)
 )
 from pipeline.distributed import common
 from pipeline.files import atomic_write_text
@@ -185,7 +185,7 @@ def main(argv: list[str]) -> None:
                 "sbatch not found: run on a Slurm login node, or start a local cluster with "
                 "scripts/slurm_local.sh start"
             )
-        seed = train.bound_seed()
+        seed = config.run_settings().seed
         root_dir = Path(
             FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed)
         ).resolve()
