@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import pickle
 from typing import Any
 
 import ale_py
@@ -176,6 +177,36 @@ class AtariDqnPreprocessing(gym.Wrapper):
     @property
     def ale(self) -> ale_py.ALEInterface:
         return self._ale
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything that decides the next steps: the emulator (RAM, CPU, TIA, its RNG for
+        sticky actions) and this wrapper's buffers, frame stack, RNG and counters.
+
+        One limit: ALE does not restore the "previous action" that a sticky action repeats
+        when the state was cloned right after `reset_game()` with no no-op in between, so a
+        sticky-action game checkpointed exactly there may diverge at its first step.
+        """
+        return {
+            "ale": pickle.dumps(self._ale.cloneState(include_rng=True)),
+            "raw": self._raw.copy(),
+            "frame": self._frame.copy(),
+            "stacker": self._stacker.get_state(),
+            "rng": self._rng.bit_generator.state,
+            "lives": self._lives,
+            "elapsed_frames": self._elapsed_frames,
+            "continue_game": self._continue_game,
+        }
+
+    def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self._ale.restoreState(pickle.loads(state["ale"]))
+        self._raw[...] = state["raw"]
+        self._frame[...] = state["frame"]
+        self._stacker.set_state(state["stacker"])
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
+        self._lives = int(state["lives"])
+        self._elapsed_frames = int(state["elapsed_frames"])
+        self._continue_game = bool(state["continue_game"])
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

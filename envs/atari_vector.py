@@ -162,5 +162,10 @@ class AtariBatchedEnvironment(py_environment.PyEnvironment):
             self._stacker.push(frames[:, 0], first),
         )
 
+    def get_state(self) -> None:
+        """ale-py's C++ vector env (0.12) has no way to clone or restore its emulators: a
+        resumed batched run starts new episodes (the loop warns), never a traceback."""
+        return None
+
     def close(self) -> None:
         self._vec.close()

@@ -37,6 +37,14 @@ class FrameStacker:
         self._stack = np.zeros((num_lanes, *self.observation_shape), dtype=np.uint8)
         self._words = np.zeros((num_lanes, *self.frame_shape), dtype=np.uint32)
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The stacks so far, for a checkpoint (copies: later pushes do not change them)."""
+        return {"stack": self._stack.copy(), "words": self._words.copy()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self._stack = np.array(state["stack"], dtype=np.uint8)
+        self._words = np.array(state["words"], dtype=np.uint32)
+
     def push(self, frames: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
         """Appends `frames` (lanes, height, width) and returns the stacks as a new array.
 

@@ -114,21 +114,30 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
     def get_state(self) -> bytes | None:
         """Everything needed to continue exactly here (wrappers, RNG, episode position).
 
-        None when the gymnasium env cannot be pickled (ALE's emulator handle, for one): the
+        An env with `checkpoint_state()` (our Atari wrapper: the emulator cannot be
+        pickled) gives its own; any other is pickled whole. None when neither works: the
         caller then starts a new episode instead.
         """
-        try:
-            env = pickle.dumps(self._env)
-        except (TypeError, AttributeError, pickle.PicklingError):
-            return None
+        saver = getattr(self._env, "checkpoint_state", None)
+        if callable(saver):
+            env = ("own", saver())
+        else:
+            try:
+                env = ("pickle", pickle.dumps(self._env))
+            except (TypeError, AttributeError, pickle.PicklingError):
+                return None
         state = {"env": env, "next_seed": self._next_seed, "time_step": self._current_time_step}
         return pickle.dumps(state)
 
     def set_state(self, state: bytes) -> None:
         """Restores `get_state()`'s result; the next `step` continues that episode."""
         saved = pickle.loads(state)
-        old, self._env = self._env, pickle.loads(saved["env"])
-        old.close()
+        kind, env = saved["env"]
+        if kind == "own":
+            self._env.restore_checkpoint_state(env)
+        else:
+            old, self._env = self._env, pickle.loads(env)
+            old.close()
         self._next_seed = saved["next_seed"]
         self._current_time_step = saved["time_step"]
 

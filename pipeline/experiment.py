@@ -19,6 +19,8 @@ from tf_agents.agents.data_converter import AsNStepTransition
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.drivers import dynamic_step_driver
 from tf_agents.networks import q_network
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory as trajectory_lib
 
 import envs
 from envs.errors import UserError
@@ -278,6 +280,29 @@ class Experiment(TrainingLoop):
             loss = float(self.train_updates(tf.constant(updates, tf.int64)))
             self._loop["loss"] = loss
             log.scalars("train", {"loss": loss}, env_steps)
+
+    def _cut_episodes(self, last_time_step) -> None:
+        """The saved last steps go into the replay as time-limit truncations (LAST with the
+        discount kept): the stored step before them then bootstraps from the state the env
+        was really in, and nothing pairs it with the new episode's FIRST step."""
+        if last_time_step is None or self.replay is None:
+            return
+        spec = self.agent.collect_data_spec
+        lanes = self.train_env.batch_size
+        cut = trajectory_lib.Trajectory(
+            step_type=tf.fill([lanes], ts.StepType.LAST),
+            observation=tf.nest.map_structure(tf.convert_to_tensor, last_time_step.observation),
+            action=tf.nest.map_structure(
+                lambda s: tf.zeros([lanes, *s.shape], s.dtype), spec.action
+            ),
+            policy_info=tf.nest.map_structure(
+                lambda s: tf.zeros([lanes, *s.shape], s.dtype), spec.policy_info
+            ),
+            next_step_type=tf.fill([lanes], ts.StepType.FIRST),
+            reward=tf.zeros([lanes], spec.reward.dtype),
+            discount=tf.ones([lanes], spec.discount.dtype),
+        )
+        self.replay.add_batch(cut)
 
     def _save_extra(self, directory: Path) -> None:
         (directory / "replay").mkdir()

@@ -287,8 +287,9 @@ class TrainingLoop:
         self._save_extra(directory)
         env_states = [getattr(env, "get_state", lambda: None)() for env in self._py_envs()]
         if all(state is not None for state in env_states):
-            time_step = tf.nest.map_structure(lambda t: t.numpy(), self._time_step)
             (directory / "env.pkl").write_bytes(pickle.dumps(env_states))
+        if self._time_step is not None:  # also where the envs cannot be saved: see below
+            time_step = tf.nest.map_structure(lambda t: t.numpy(), self._time_step)
             (directory / "time_step.pkl").write_bytes(pickle.dumps(time_step))
         rundir.write_json(directory / "loop.json", self._loop)
 
@@ -300,14 +301,25 @@ class TrainingLoop:
         self._loop = json.loads((directory / "loop.json").read_text())
         self._restore_extra(directory)
         self._time_step = self.train_env.reset()  # a fresh episode unless the envs come back
+        saved = directory / "time_step.pkl"
+        time_step = pickle.loads(saved.read_bytes()) if saved.exists() else None
         if (directory / "env.pkl").exists():
             env_states = pickle.loads((directory / "env.pkl").read_bytes())
             for env, state in zip(self._py_envs(), env_states, strict=True):
                 env.set_state(state)
-            time_step = pickle.loads((directory / "time_step.pkl").read_bytes())
             self._time_step = tf.nest.map_structure(tf.convert_to_tensor, time_step)
         else:
             logging.warning("the train env's state is not in the checkpoint: a new episode starts")
+            self._cut_episodes(time_step)
+
+    def _cut_episodes(self, last_time_step) -> None:
+        """A resume that starts new episodes ends the old ones at their saved last step.
+
+        The loops keep data that pairs each step with the next one (the replay, the
+        on-policy carry); without this the last stored step of the old episode would be
+        paired with the new episode's FIRST step, a transition that never happened.
+        `last_time_step` is None in checkpoints that did not save it.
+        """
 
     def _wall_s(self) -> float:
         """Wall-clock seconds the run has trained so far, over all its sessions.

@@ -164,3 +164,8 @@ class OnPolicyExperiment(TrainingLoop):
 
     def _restore_extra(self, directory: Path) -> None:
         self._carry = pickle.loads((directory / "carry.pkl").read_bytes())
+
+    def _cut_episodes(self, last_time_step) -> None:
+        """The carried step's successor is gone with the old episodes: drop it rather than
+        pair it with the new episodes' FIRST steps."""
+        self._carry = None

@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import preemption
-from tests.conftest import REPO, bindings, read_metrics, train_cli
+from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
 SPLIT_RUN = [
     "train.total_env_steps=4_000",
@@ -241,3 +241,37 @@ def test_more_steps_extend_a_finished_run(reference: Path, tmp_path: Path):
     assert resumed_from(result) == 4_000
     steps = [row["env_steps"] for row in read_metrics(root_dir)]
     assert steps[-3:] == [4_000, 4_200, 4_700], steps
+
+
+def test_a_resume_in_new_episodes_stores_no_transition_that_never_happened(
+    tmp_path: Path, monkeypatch
+):
+    """Where the env cannot be saved, the resumed run starts new episodes; the replay must
+    then end the old ones (a truncation), never pair their last step with a FIRST step."""
+    import gin
+    from tf_agents.trajectories.time_step import StepType
+
+    from envs.gym_bridge import GymnasiumEnvironment
+    from pipeline import config, experiment, rundir
+
+    monkeypatch.setattr(GymnasiumEnvironment, "get_state", lambda self: None)
+    tiny = [b for b in TINY_RUN if "total_env_steps" not in b]
+    root_dir = tmp_path / "run"
+    for total in (600, 900):
+        gin.clear_config()
+        config.parse(["dqn_cartpole.gin"], [*tiny, f"train.total_env_steps={total}"])
+        loop = experiment.build_loop(root_dir)
+        rundir.prepare(root_dir)
+        loop.run()
+    gin.clear_config()
+    config.parse(["dqn_cartpole.gin"], [*tiny, "train.total_env_steps=900"])
+    loop = experiment.build_loop(root_dir)
+    loop.restore()
+    items = loop.replay.buffer.gather_all()
+    step_type = items.step_type.numpy()[0]
+    next_step_type = items.next_step_type.numpy()[0]
+    for i in np.flatnonzero(step_type[1:] == StepType.FIRST) + 1:
+        assert step_type[i - 1] == StepType.LAST, f"item {i - 1} is followed by a FIRST step"
+    # The cut: a LAST item after a step that did not end (elsewhere LAST follows next=LAST).
+    cuts = np.flatnonzero((step_type[1:] == StepType.LAST) & (next_step_type[:-1] == StepType.MID))
+    assert len(cuts) == 1, cuts
