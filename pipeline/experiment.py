@@ -33,6 +33,7 @@ from pipeline.replay import UniformReplay
 from pipeline.schedules import LinearSchedule
 
 RANDOM_CHUNK = 5_000  # initial random steps per call: signals wait at most one chunk
+UPDATE_CHUNK = 32  # updates per call: a signal waits for at most this many, not a round
 
 
 @gin.configurable("train", denylist=["root_dir"])
@@ -265,6 +266,9 @@ class Experiment(TrainingLoop):
     # --- the loop's hooks --------------------------------------------------------------
 
     def _iteration(self, log: MetricsLog, env_steps: int) -> None:
+        if self._updates_owed(env_steps) > 0:  # a signal cut the last round short: finish it
+            self._train(log, env_steps)
+            return
         if env_steps < self.initial_collect_steps:  # the random start, in chunks
             self.collect_random(min(RANDOM_CHUNK, self.initial_collect_steps - env_steps))
             return
@@ -274,10 +278,27 @@ class Experiment(TrainingLoop):
             self.total_env_steps - env_steps,
         )
         self._collect(self._collect_policy, chunk)
-        env_steps = int(self.env_steps.result())
-        updates = self._updates_due(env_steps) - int(self.train_step.numpy())
-        if updates > 0:
-            loss = float(self.train_updates(tf.constant(updates, tf.int64)))
+        self._train(log, int(self.env_steps.result()))
+
+    def _updates_owed(self, env_steps: int) -> int:
+        return self._updates_due(env_steps) - int(self.train_step.numpy())
+
+    def _train(self, log: MetricsLog, env_steps: int) -> None:
+        """The updates owed, `UPDATE_CHUNK` per call; a signal stops them between calls.
+
+        The updates left are made first thing after the resume, before any collection, so
+        a round cut by a signal trains exactly as an uncut one.
+        """
+        owed = self._updates_owed(env_steps)
+        done, total = 0, 0.0
+        while done < owed:
+            piece = min(UPDATE_CHUNK, owed - done)
+            total += float(self.train_updates(tf.constant(piece, tf.int64))) * piece
+            done += piece
+            if self._stop.requested:
+                break
+        if done:
+            loss = total / done
             self._loop["loss"] = loss
             log.scalars("train", {"loss": loss}, env_steps)
 

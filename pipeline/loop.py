@@ -123,6 +123,7 @@ class TrainingLoop:
         # Reseeded before each evaluation, so an evaluation depends only on the weights.
         self._eval_rng = tf.random.Generator.from_seed(seed)
         self._time_step = None
+        self._stop = PreemptionFlag()  # replaced by run()'s; iterations check it
 
     def _set_eval_policy(self, policy: tf_policy.TFPolicy, export: tf_policy.TFPolicy) -> None:
         """`policy` plays the evaluations; `export` (greedy, no eval noise) is saved after each."""
@@ -375,6 +376,7 @@ class TrainingLoop:
         write a checkpoint and raise `Preempted` at the next iteration boundary.
         """
         stop = stop or PreemptionFlag()
+        self._stop = stop  # long iterations look at it between their pieces
         resumed_at = self.restore()
         self._session_start = time.monotonic()
         fresh = resumed_at is None

@@ -128,17 +128,27 @@ def test_sigkill_then_resume_is_bit_identical(reference: Path, tmp_path: Path):
     assert rows[-1]["env_steps"] == 4_000
 
 
+KILL_POINTS = ["write", "sealed", "random", "sealed", "write", "random", "sealed", "random",
+               "write", "sealed", "random"]  # fmt: skip
+
+
 def test_kills_at_random_points_and_during_checkpoint_writes(reference: Path, tmp_path: Path):
-    """Each resume starts from the newest checkpoint complete at the kill; the end is exact."""
+    """Eleven SIGKILLs: inside checkpoint writes, right after one is sealed, and at random
+    points. Each resume starts from the newest checkpoint complete at the kill; the end is
+    exact, metrics.jsonl (the rolling training-episode means too) and every variable."""
     root_dir = tmp_path / "run"
     folder = root_dir / "checkpoints"
     rng = random.Random(0)
     expected_start = None  # no checkpoint yet: the next start begins at zero
-    for attempt in range(4):
+    for point in KILL_POINTS:
         started = time.time()
         process = start(root_dir)
-        if attempt % 2 == 0:  # inside a checkpoint write: its .partial directory exists
+        if point == "write":  # inside a checkpoint write: its .partial directory exists
             wait_for(lambda t=started: writing_since(folder, t), process, poll=0)
+        elif point == "sealed":  # a checkpoint newer than the resume point just landed
+            newest = max(complete_checkpoints(root_dir), default=-1)
+            wait_for(lambda n=newest: max(complete_checkpoints(root_dir), default=-1) > n,
+                     process, poll=0)  # fmt: skip
         else:
             wait_for(lambda: "run directory:" in stderr_of(root_dir), process)
             time.sleep(rng.uniform(0.0, 2.0))  # in restore, collection, training or a write
@@ -275,3 +285,25 @@ def test_a_resume_in_new_episodes_stores_no_transition_that_never_happened(
     # The cut: a LAST item after a step that did not end (elsewhere LAST follows next=LAST).
     cuts = np.flatnonzero((step_type[1:] == StepType.LAST) & (next_step_type[:-1] == StepType.MID))
     assert len(cuts) == 1, cuts
+
+
+def test_a_signal_inside_an_update_round_cuts_it_and_the_resume_is_exact(tmp_path: Path):
+    """SIGTERM lands after the first 32 updates of a 100-update round: the checkpoint holds
+    the cut round, and the resume makes the other 68 before collecting again."""
+    long_rounds = [
+        "train.total_env_steps=1_500",
+        "train.collect_steps_per_iteration=100",
+        "train.train_steps_per_iteration=100",
+    ]
+    reference = tmp_path / "reference"
+    finish(reference, *long_rounds)
+    root_dir = tmp_path / "run"
+    cut = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "faulty_train.py"), "sigterm-mid-round",
+         *bindings(*SPLIT_RUN, *long_rounds), f"--root_dir={root_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cut.returncode == preemption.EXIT_PREEMPTED, cut.stderr[-2000:]
+    assert final_variables(root_dir)["train_step/.ATTRIBUTES/VARIABLE_VALUE"] == 32
+    finish(root_dir, *long_rounds)
+    assert_same_run(root_dir, reference)
