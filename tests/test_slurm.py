@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,3 +128,55 @@ def test_array_task_requeued_mid_run_resumes_and_the_sweep_aggregates(slurm_clus
     for setting, steps_text in [(LONG, "20,000"), ("total_env_steps=2000", "2,000")]:
         assert f"| `{setting}` | 1/1 |" in markdown and f"| {steps_text} |" in markdown
     assert "All runs finished." in markdown, markdown
+
+
+BREAKOUT = [
+    "train.total_env_steps=3_000",
+    "train.initial_collect_steps=200",
+    "train.replay_capacity=4_000",
+    "train.eval_interval=1_500",
+    "train.eval_episodes=1",
+    "train.checkpoint_interval=500",
+    "load_atari.max_episode_frames=4_000",
+    "QNetwork.conv_layer_params=((8, 8, 4),)",
+    "QNetwork.fc_layer_params=(16,)",
+]
+
+
+def test_a_requeued_breakout_job_resumes_from_the_step_it_stopped_at(slurm_cluster, tmp_path):
+    """SIGTERM from Slurm mid-run: the run checkpoints that step, exits 75, and the requeued
+    attempt resumes there, in the very episode it was in (the emulator is checkpointed)."""
+    sweep_dir = tmp_path / "breakout"
+    submit = subprocess.run(
+        [sys.executable, "-m", "pipeline.sweep", "--launcher=slurm", "--gin_file=dqn_breakout.gin",
+         "--seeds=0", *[f"--gin_bindings={b}" for b in BREAKOUT], "--slurm_cpus_per_task=1",
+         "--slurm_mem_gb=2", "--slurm_time_min=15", f"--sweep_dir={sweep_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    record = json.loads((sweep_dir / "slurm" / "submissions.jsonl").read_text().splitlines()[-1])
+    ((task, run_dir),) = record["tasks"].items()
+    run = sweep_dir / run_dir
+    ours = {task, record["aggregate_job_id"]}
+    try:
+        wait_for(
+            lambda: squeue_states().get(task) == "RUNNING" and any(run.glob("checkpoints/ckpt-*")),
+            240, f"task {task} running with a checkpoint", sweep_dir,
+        )  # fmt: skip
+        requeue = subprocess.run(
+            ["scontrol", "requeue", task], capture_output=True, text=True, timeout=60
+        )
+        assert requeue.returncode == 0, requeue.stderr
+        wait_for(lambda: not ours & set(squeue_states()), 400, "the job to finish", sweep_dir)
+    finally:
+        left = ours & set(squeue_states())
+        if left:
+            subprocess.run(["scancel", *sorted(left)], capture_output=True, timeout=60)
+
+    log = (sweep_dir / f"{run_dir}.log").read_text()
+    assert log.count(f"slurm job {task} on") == 2, diagnostics(sweep_dir)
+    stopped = re.search(r"stopped by SIG\w+ at ([\d,]+) env steps", log)
+    assert stopped, diagnostics(sweep_dir)
+    assert f"resumed from checkpoint at {stopped.group(1)} env steps" in log
+    assert "the train env's state is not in the checkpoint" not in log
+    assert read_metrics(run)[-1]["env_steps"] == 3_000
