@@ -189,7 +189,7 @@ def test_dry_run_prints_the_batch_script_and_writes_nothing(tmp_path):
     "args, message",
     [
         (["--gin_bindings=train.total_env_step=4000"], "unknown parameter train.total_env_step"),
-        (["--gin_bindings=distributed.weight_pull_interval=0"], "weight_pull_interval must be"),
+        (["--gin_bindings=distributed.weight_pull_interval=0"], "weight_pull_interval=0 must be"),
         (["--time=3"], "--time=3 is too short"),
     ],
 )

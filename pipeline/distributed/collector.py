@@ -111,7 +111,9 @@ class Collector(common.RoleExperiment):
         started = last_log = time.monotonic()
         while True:
             weights.update(self._shared, common.WEIGHTS_TABLE)
-            if bool(self._finished.numpy()):
+            # The flag alone may be a finished run's, left in the server's checkpoint when the
+            # run is extended: stop only once the run's steps are reached too.
+            if self._finished.numpy() and self.env_steps.result() >= self.total_env_steps:
                 break
             shared_steps = int(self.env_steps.result())
             random_start = shared_steps < self.initial_collect_steps
