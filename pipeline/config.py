@@ -1,7 +1,10 @@
-"""Gin handling: finding gin files by bare name, strict parsing, and one-line errors.
+"""Gin handling: finding gin files by bare name, strict parsing, the setting checks, a run's
+settings, and one-line errors.
 
 Strict means `skip_unknown=False`: a misspelled configurable or parameter fails at parse
-time, before any environment, network or run directory exists.
+time, before any environment, network or run directory exists. Each file and each binding is
+parsed on its own, so an error names the one at fault; then `pipeline.validation` checks
+every bound value.
 """
 
 from __future__ import annotations

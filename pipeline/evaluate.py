@@ -3,8 +3,10 @@
 The eval environment comes from the run's own config.gin and each episode i starts from the
 same reset seed the run's evaluations used, so a greedy policy scores here exactly what the
 run's evaluation at the export's step scored. `--policy=random`, `cartpole_heuristic`,
-`breakout_tracker` or `scripted` play a baseline on the same episodes instead. Videos (MP4,
-imageio's bundled ffmpeg) show the first `--video_episodes` episodes.
+`breakout_tracker` or `scripted` play a baseline on the same episodes instead.
+`--checkpoint=N` (or `latest`) plays the agent of one checkpoint with the run's own eval
+policy (eval epsilon included), so it prints what the run's evaluation at step N printed.
+Videos (MP4, imageio's bundled ffmpeg) show the first `--video_episodes` episodes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ flags.DEFINE_enum(
     ["exported", "random", "cartpole_heuristic", "breakout_tracker", "scripted"],
     "Which policy plays: the run's export, or a baseline (scripted: ScriptedPyPolicy.script "
     "from --gin_bindings).",
+)
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Play the agent of this checkpoint (env steps, or 'latest') with the run's own eval "
+    "policy (its eval epsilon too): the numbers of the run's evaluation at that step.",
 )
 flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings (e.g. a script to play).")
 flags.DEFINE_bool("video", False, "Write MP4 videos of the first --video_episodes episodes.")
@@ -97,12 +105,36 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     tmp.replace(path)
 
 
+def checkpoint_steps(text: str) -> int | None:
+    """`--checkpoint`: env steps (1,000 and 1_000 too), or None for 'latest'."""
+    if text == "latest":
+        return None
+    digits = text.replace(",", "").replace("_", "")
+    if not digits.isdigit():
+        raise UserError(f"--checkpoint={text}: give env steps (e.g. --checkpoint=20000) or latest")
+    return int(digits)
+
+
+def policy_from_checkpoint(root_dir: Path, text: str):
+    """The run's eval policy with the weights of one checkpoint, and that checkpoint's step
+    (its loop is built from the already parsed config.gin; nothing is written)."""
+    if FLAGS.policy != "exported":
+        raise UserError("--checkpoint plays the run's agent: drop --policy")
+    loop = experiment.build_loop(root_dir)
+    steps = loop.load_weights(checkpoint_steps(text))
+    return loop.eval_policy_at(steps), loop.eval_episodes_at(steps), steps
+
+
 def evaluate(root_dir: Path) -> dict:
     _, settings = run_settings(root_dir, FLAGS.gin_bindings)
-    episodes = FLAGS.episodes or settings["eval_episodes"]
     seed = settings["seed"]
+    policy, steps = None, None
+    episodes = settings["eval_episodes"]
+    if FLAGS.checkpoint is not None:
+        policy, episodes, steps = policy_from_checkpoint(root_dir, FLAGS.checkpoint)
+    episodes = FLAGS.episodes or episodes
     env_list = make_eval_envs(settings["env_loader"], episodes, FLAGS.video)
-    policy = load_policy(root_dir, FLAGS.policy, env_list[0])
+    policy = policy or load_policy(root_dir, FLAGS.policy, env_list[0])
     evaluator = Evaluator(
         env_list, seeds=[seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(episodes)]
     )
@@ -117,11 +149,12 @@ def evaluate(root_dir: Path) -> dict:
     evaluator.close()
     videos = []
     for index, episode_frames in enumerate(frames):
-        path = root_dir / "videos" / f"{FLAGS.policy}-episode{index}.mp4"
+        name = FLAGS.policy if steps is None else f"checkpoint-{steps}"
+        path = root_dir / "videos" / f"{name}-episode{index}.mp4"
         path.parent.mkdir(exist_ok=True)
         write_video(path, episode_frames, FLAGS.fps)
         videos.append(path)
-    return {**stats, "videos": videos}
+    return {**stats, "videos": videos, "checkpoint": steps}
 
 
 def main(argv: list[str]) -> None:
@@ -140,8 +173,11 @@ def main(argv: list[str]) -> None:
             raise
         cli.fail(message)
     lengths = result["eval_length_mean"]
+    source = FLAGS.policy
+    if result["checkpoint"] is not None:
+        source = f"checkpoint {result['checkpoint']:,}"
     print(
-        f"{FLAGS.policy} policy: return {result['eval_return_mean']:.1f} +- "
+        f"{source} policy: return {result['eval_return_mean']:.1f} +- "
         f"{result['eval_return_std']:.1f} (min {result['eval_return_min']:.1f}, max "
         f"{result['eval_return_max']:.1f}) over {result['eval_episodes']} episodes; mean "
         f"episode length {lengths:.1f}"

@@ -24,8 +24,9 @@ import tensorflow as tf
 from absl import logging
 from tf_agents.environments import batched_py_environment, tf_py_environment
 from tf_agents.metrics import tf_metrics
-from tf_agents.policies import policy_saver, tf_policy
+from tf_agents.policies import policy_saver, py_policy, tf_policy
 
+from envs.errors import UserError
 from pipeline import rundir
 from pipeline.checkpoints import WRITE_ERRORS, CheckpointStore, guarded_write
 from pipeline.evaluation import Evaluator, py_policy_for_evaluation
@@ -202,12 +203,10 @@ class TrainingLoop:
         self, log: MetricsLog, env_steps: int, stop: PreemptionFlag
     ) -> dict[str, float] | None:
         """Evaluates and logs; None if a signal cut it short (it runs again after resume)."""
-        self._eval_rng.reset_from_seed(self.seed * EVAL_SEED_OFFSET + env_steps)
-        final = env_steps >= self.total_env_steps
         episodes = self.evaluator.run(
-            self._eval_policy,
+            self.eval_policy_at(env_steps),
             should_stop=lambda: stop.requested,
-            episodes=self.final_eval_episodes if final else self.eval_episodes,
+            episodes=self.eval_episodes_at(env_steps),
         )
         if episodes is None:
             return None
@@ -229,6 +228,32 @@ class TrainingLoop:
             stats["eval_episodes"],
         )
         return stats
+
+    def eval_policy_at(self, env_steps: int) -> py_policy.PyPolicy:
+        """The policy of the evaluation at `env_steps`, its noise reseeded for that step, so
+        an evaluation depends only on the weights (and `pipeline.evaluate` can replay it)."""
+        self._eval_rng.reset_from_seed(self.seed * EVAL_SEED_OFFSET + env_steps)
+        return self._eval_policy
+
+    def eval_episodes_at(self, env_steps: int) -> int:
+        final = env_steps >= self.total_env_steps
+        return self.final_eval_episodes if final else self.eval_episodes
+
+    def load_weights(self, env_steps: int | None = None) -> int:
+        """Reads the TF state (weights, counters) of the checkpoint at `env_steps`, or of the
+        newest one; not the replay or the envs. Returns the checkpoint's env steps."""
+        saved = dict(self.checkpoints.complete())
+        if not saved:
+            raise UserError(f"{self.root_dir} has no complete checkpoint yet")
+        steps = max(saved) if env_steps is None else env_steps
+        if steps not in saved:
+            have = ", ".join(f"{s:,}" for s in sorted(saved))
+            raise UserError(f"no checkpoint at {steps:,} env steps in {self.root_dir}: have {have}")
+        try:
+            self._tf_state().read(str(saved[steps] / "tf" / "state")).expect_partial()
+        except (tf.errors.OpError, ValueError) as error:
+            raise UserError(f"checkpoint {saved[steps]} cannot be read: {error}") from None
+        return steps
 
     def _record(self, log: MetricsLog, stats: dict[str, float]) -> dict:
         row = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, read_metrics
+from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
 OBSERVATIONS = [[0.0, 0.0, 0.0, 0.0], [0.1, -0.5, 0.05, 0.8], [-0.2, 0.3, -0.1, -0.9]]
 LOAD_WITHOUT_PIPELINE = """
@@ -113,3 +113,30 @@ def test_random_baseline_and_clear_errors(run_copy: Path, tmp_path: Path):
     result = evaluate_cli(f"--root_dir={tmp_path / 'nothing'}")
     assert result.returncode == 2 and "holds no run" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_from_a_checkpoint_replays_the_runs_evaluation_at_that_step(tmp_path: Path):
+    """In a fresh process, from the checkpoint alone: the numbers the run logged there."""
+    run_copy = tmp_path / "run"
+    trained = train_cli(
+        *bindings(*TINY_RUN, "train.checkpoint_interval=500"), f"--root_dir={run_copy}", cwd=REPO
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    rows = {row["env_steps"]: row for row in read_metrics(run_copy)}
+    printed = {}
+    for checkpoint in ("500", "1_000", "latest"):
+        result = evaluate_cli(f"--root_dir={run_copy}", f"--checkpoint={checkpoint}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        printed[checkpoint] = result.stdout.strip().splitlines()[0]
+    for checkpoint, steps in (("500", 500), ("1_000", 1_000), ("latest", 1_500)):
+        row = rows[steps]
+        assert printed[checkpoint].startswith(
+            f"checkpoint {steps:,} policy: return {row['eval_return_mean']:.1f} +- "
+            f"{row['eval_return_std']:.1f}"
+        ), (printed[checkpoint], row)
+        assert f"mean episode length {row['eval_length_mean']:.1f}" in printed[checkpoint]
+    assert len(set(printed.values())) > 1, "the checkpoints must play differently"
+
+    missing = evaluate_cli(f"--root_dir={run_copy}", "--checkpoint=700")
+    assert missing.returncode == 2 and "no checkpoint at 700 env steps" in missing.stderr
+    assert "have 500, 1,000, 1,500" in missing.stderr
