@@ -136,8 +136,13 @@ class CheckpointStore:
                 found.append((int(match.group(1)), path))
         return sorted(found, reverse=True)
 
-    def save(self, env_steps: int, write: Callable[[Path], None]) -> Path:
-        """Runs `write(tmp_dir)`, then seals and renames it; raises CheckpointError on OSError."""
+    def save(self, env_steps: int, write: Callable[[Path], dict | None]) -> Path:
+        """Runs `write(tmp_dir)`, then seals and renames it; raises CheckpointError on OSError.
+
+        `write` may return {relative path: {"size", "sha256", "durable"}} for files whose
+        checksum it knows (computed as it wrote them, or hard links to a sealed checkpoint's
+        files, which are "durable": already fsynced): those are not read back.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob(".ckpt-*.partial"):  # torn writes of killed runs
             shutil.rmtree(stale, ignore_errors=True)
@@ -145,14 +150,16 @@ class CheckpointStore:
         tmp = self.directory / f".{final.name}.partial"
         try:
             tmp.mkdir()
-            write(tmp)
+            known = write(tmp) or {}
             files = {}
             for path in _files(tmp):
-                _fsync_path(path)
-                files[str(path.relative_to(tmp))] = {
-                    "size": path.stat().st_size,
-                    "sha256": _sha256(path),
-                }
+                name, size = str(path.relative_to(tmp)), path.stat().st_size
+                entry = known.get(name)
+                if entry is None or entry["size"] != size:
+                    entry = {"sha256": _sha256(path), "durable": False}
+                if not entry.get("durable"):
+                    _fsync_path(path)
+                files[name] = {"size": size, "sha256": entry["sha256"]}
             manifest = tmp / MANIFEST
             with open(manifest, "w", encoding="utf-8") as f:
                 json.dump({"env_steps": env_steps, "files": files}, f, indent=1)
@@ -176,6 +183,16 @@ class CheckpointStore:
         for _, old in self.complete()[self.keep :]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+    @staticmethod
+    def checksums(path: Path, prefix: str = "") -> dict[str, str]:
+        """{file name under `prefix`: sha256} from a sealed checkpoint's manifest."""
+        manifest = json.loads((path / MANIFEST).read_text())["files"]
+        return {
+            name[len(prefix) :]: entry["sha256"]
+            for name, entry in manifest.items()
+            if name.startswith(prefix)
+        }
 
     def load_latest(self, read: Callable[[Path], T]) -> tuple[int, T] | None:
         """`read` the newest checkpoint that verifies and loads; None if there is none.

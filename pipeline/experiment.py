@@ -325,12 +325,20 @@ class Experiment(TrainingLoop):
         )
         self.replay.add_batch(cut)
 
-    def _save_extra(self, directory: Path) -> None:
+    def _save_extra(self, directory: Path) -> dict:
+        """The replay, sharing the chunks it did not change with the newest checkpoint."""
         (directory / "replay").mkdir()
-        self.replay.save(directory / "replay", contents=self.checkpoint_replay)
+        newest = self.checkpoints.complete()[:1]
+        previous = newest[0][1] / "replay" if newest else None
+        sums = self.checkpoints.checksums(newest[0][1], "replay/") if newest else None
+        known = self.replay.save(
+            directory / "replay", self.checkpoint_replay, previous=previous, previous_sums=sums
+        )
+        return {f"replay/{name}": entry for name, entry in (known or {}).items()}
 
     def _restore_extra(self, directory: Path) -> None:
-        self._replay_restored = self.replay.restore(directory / "replay")
+        sums = self.checkpoints.checksums(directory, "replay/")  # verified by load_latest
+        self._replay_restored = self.replay.restore(directory / "replay", sums=sums)
 
     def _after_restore(self) -> None:
         if not self._replay_restored:

@@ -179,8 +179,9 @@ class TrainingLoop:
         """TF objects a checkpoint holds besides the agent, counters and collection RNG."""
         return {}
 
-    def _save_extra(self, directory: Path) -> None:
-        """Writes state outside TF (a NumPy replay buffer) into the checkpoint directory."""
+    def _save_extra(self, directory: Path) -> dict | None:
+        """Writes state outside TF (a NumPy replay buffer) into the checkpoint directory;
+        may return checksums it knows (see `CheckpointStore.save`)."""
 
     def _restore_extra(self, directory: Path) -> None:
         """Reads `_save_extra`'s files back."""
@@ -307,10 +308,11 @@ class TrainingLoop:
             windows[name] = tf.train.Checkpoint(table=deque._buffer, head=deque._head)
         return tf.train.Checkpoint(**windows)
 
-    def _write_checkpoint(self, directory: Path) -> None:
+    def _write_checkpoint(self, directory: Path) -> dict:
+        """Writes everything; returns the checksums the store need not compute (see save)."""
         self._tf_state().write(str(directory / "tf" / "state"))
         self._metric_windows().write(str(directory / "tf" / "metric_windows"))
-        self._save_extra(directory)
+        known = self._save_extra(directory) or {}
         env_states = [getattr(env, "get_state", lambda: None)() for env in self._py_envs()]
         if all(state is not None for state in env_states):
             (directory / "env.pkl").write_bytes(pickle.dumps(env_states))
@@ -318,6 +320,7 @@ class TrainingLoop:
             time_step = tf.nest.map_structure(lambda t: t.numpy(), self._time_step)
             (directory / "time_step.pkl").write_bytes(pickle.dumps(time_step))
         rundir.write_json(directory / "loop.json", self._loop)
+        return known
 
     def _read_checkpoint(self, directory: Path) -> None:
         self._tf_state().read(str(directory / "tf" / "state")).assert_consumed()

@@ -31,7 +31,10 @@ can use, and raise a one-line `UserError` otherwise.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,11 +78,19 @@ class Replay(Protocol):
         """Items currently held, over all lanes."""
         ...
 
-    def save(self, directory: Path, contents: bool) -> None:
-        """Writes the sampling RNG and, if `contents`, every stored item into `directory`."""
+    def save(
+        self, directory: Path, contents: bool, previous: Path | None = None,
+        previous_sums: dict[str, str] | None = None,
+    ) -> dict[str, dict] | None:  # fmt: skip
+        """Writes the sampling RNG and, if `contents`, every stored item into `directory`.
+
+        `previous` is the newest checkpoint's replay folder (`previous_sums`: its files'
+        checksums), for buffers that share unchanged parts with it; the result lists files
+        the checkpoint store need not hash again.
+        """
         ...
 
-    def restore(self, directory: Path) -> bool:
+    def restore(self, directory: Path, sums: dict[str, str] | None = None) -> bool:
         """Reads what `save` wrote; returns whether the contents came back."""
         ...
 
@@ -244,6 +255,13 @@ def end_windows_at_episode_ends(window: Trajectory, gamma: float) -> Trajectory:
     )
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    """`array` in .npy format, in memory: written once and hashed from the same bytes."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array))
+    return buffer.getvalue()
+
+
 def _spec_bytes(spec: Any) -> int:
     return sum(int(np.prod(s.shape, dtype=np.int64)) * s.dtype.size for s in tf.nest.flatten(spec))
 
@@ -317,11 +335,12 @@ class UniformReplay:
     def _checkpoint(self, contents: bool) -> tf.train.Checkpoint:
         return tf.train.Checkpoint(rng=self._rng, **({"buffer": self.buffer} if contents else {}))
 
-    def save(self, directory: Path, contents: bool) -> None:
+    def save(self, directory: Path, contents: bool, previous=None, previous_sums=None) -> None:
+        """One TF checkpoint (small buffers: CartPole's whole replay is ~6 MB)."""
         self._checkpoint(contents).write(str(directory / "uniform_replay"))
         _write_replay_info(directory, {"contents": contents})
 
-    def restore(self, directory: Path) -> bool:
+    def restore(self, directory: Path, sums: dict[str, str] | None = None) -> bool:
         contents = bool(_read_replay_info(directory)["contents"])
         self._checkpoint(contents).read(str(directory / "uniform_replay")).assert_consumed()
         return contents
@@ -369,6 +388,7 @@ class FrameStackReplay:
     """
 
     max_rejection_rounds = 16  # then enumerate the valid items (only when most are invalid)
+    chunk_items = 8_192  # items per lane in one checkpoint file (~58 MB of Atari frames)
 
     def __init__(
         self,
@@ -409,6 +429,9 @@ class FrameStackReplay:
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
         self._count = 0  # items written per lane (all lanes advance together)
+        # Chunk index -> {file name: sha256} of chunks unchanged since they were last saved
+        # or restored: a checkpoint hard-links those from the previous one instead.
+        self._saved: dict[int, dict[str, str]] = {}
         self._allocate()
 
     # -- storage ---------------------------------------------------------------------
@@ -490,6 +513,10 @@ class FrameStackReplay:
                 for i, x in enumerate(leaves):
                     target = self._frames if i == self._obs_index else self._fields[i]
                     target[:, slot : slot + n] = x[:, done : done + n]
+                for chunk in range(
+                    slot // self.chunk_items, (slot + n - 1) // self.chunk_items + 1
+                ):
+                    self._saved.pop(chunk, None)  # changed since its last save
                 done += n
             self._count = start + steps
 
@@ -589,33 +616,110 @@ class FrameStackReplay:
         """`sample` for NumPy callers: a Trajectory of `[n, num_steps, ...]` arrays."""
         return tf.nest.pack_sequence_as(self.data_spec, self._sample_flat(sample_batch_size))
 
-    def save(self, directory: Path, contents: bool) -> None:
-        """One .npy file per array, only the filled part of each ring; RNG state as JSON."""
+    def save(
+        self, directory: Path, contents: bool, previous: Path | None = None,
+        previous_sums: dict[str, str] | None = None,
+    ) -> dict[str, dict]:  # fmt: skip
+        """The filled part of each ring in chunks of `chunk_items` items (one .npy file per
+        array and chunk), the RNG state as JSON.
+
+        A chunk unchanged since the checkpoint in `previous` (whose manifest gave
+        `previous_sums`) is hard-linked from there, not written: a checkpoint then costs the
+        chunks written since the last one, not the whole replay, and checkpoints share the
+        disk of what they have in common. Returns what the checkpoint store need not read
+        back: {file name: {"size", "sha256", "durable"}} (linked files are durable already).
+        """
+        known: dict[str, dict] = {}
         with self._lock:
             filled = min(self._count, self.per_lane)
             if contents:
-                np.save(directory / "frames.npy", self._frames[:, :filled])
-                for i, array in enumerate(self._fields):
-                    if array is not None:
-                        np.save(directory / f"field_{i}.npy", array[:, :filled])
+                for chunk in range(-(-filled // self.chunk_items)):
+                    known.update(
+                        self._save_chunk(directory, chunk, filled, previous, previous_sums or {})
+                    )
             info = {"contents": contents, "count": self._count, "per_lane": self.per_lane}
+            info["chunk_items"] = self.chunk_items
             _write_replay_info(directory, {**info, "rng": self._rng.bit_generator.state})
+        return known
 
-    def restore(self, directory: Path) -> bool:
+    def _chunk_arrays(self, chunk: int, filled: int) -> dict[str, np.ndarray]:
+        items = slice(chunk * self.chunk_items, min((chunk + 1) * self.chunk_items, filled))
+        arrays = {f"frames.{chunk:05d}.npy": self._frames[:, items]}
+        for i, array in enumerate(self._fields):
+            if array is not None:
+                arrays[f"field_{i}.{chunk:05d}.npy"] = array[:, items]
+        return arrays
+
+    def _save_chunk(
+        self, directory: Path, chunk: int, filled: int, previous: Path | None,
+        previous_sums: dict[str, str],
+    ) -> dict[str, dict]:  # fmt: skip
+        arrays = self._chunk_arrays(chunk, filled)
+        saved = self._saved.get(chunk)
+        if (
+            previous is not None
+            and saved is not None
+            and all(previous_sums.get(name) == saved.get(name) for name in arrays)
+        ):
+            try:
+                for name in arrays:
+                    os.link(previous / name, directory / name)
+            except OSError:  # another filesystem, or the previous one is gone: write it
+                for name in arrays:
+                    (directory / name).unlink(missing_ok=True)
+            else:
+                return {
+                    name: {"size": (directory / name).stat().st_size, "sha256": saved[name],
+                           "durable": True}
+                    for name in arrays
+                }  # fmt: skip
+        known = {}
+        for name, array in arrays.items():
+            data = _npy_bytes(array)
+            (directory / name).write_bytes(data)
+            digest = hashlib.sha256(data).hexdigest()
+            known[name] = {"size": len(data), "sha256": digest, "durable": False}
+        self._saved[chunk] = {name: entry["sha256"] for name, entry in known.items()}
+        return known
+
+    def restore(self, directory: Path, sums: dict[str, str] | None = None) -> bool:
+        """Reads what `save` wrote (also the single-file layout of older checkpoints).
+
+        `sums` (file name -> sha256 from the checkpoint's verified manifest) marks the chunks
+        read as saved, so the next checkpoint can link them.
+        """
         info = _read_replay_info(directory)
         with self._lock:
             self._rng.bit_generator.state = info["rng"]
+            self._saved = {}
             if not info["contents"]:
                 return False
             if info["per_lane"] != self.per_lane:
                 raise ValueError(f"replay ring of {info['per_lane']} items, now {self.per_lane}")
             filled = min(info["count"], self.per_lane)
-            self._frames[:, :filled] = np.load(directory / "frames.npy", mmap_mode="r")
-            for i, array in enumerate(self._fields):
-                if array is not None:
-                    array[:, :filled] = np.load(directory / f"field_{i}.npy", mmap_mode="r")
+            if (directory / "frames.npy").exists():  # one file per array (before 2026-12-01)
+                self._frames[:, :filled] = np.load(directory / "frames.npy", mmap_mode="r")
+                for i, array in enumerate(self._fields):
+                    if array is not None:
+                        array[:, :filled] = np.load(directory / f"field_{i}.npy", mmap_mode="r")
+            else:
+                self._restore_chunks(directory, filled, int(info["chunk_items"]), sums)
             self._count = info["count"]
         return True
+
+    def _restore_chunks(
+        self, directory: Path, filled: int, chunk_items: int, sums: dict[str, str] | None
+    ) -> None:
+        for chunk in range(-(-filled // chunk_items)):
+            items = slice(chunk * chunk_items, min((chunk + 1) * chunk_items, filled))
+            names = [f"frames.{chunk:05d}.npy"]
+            self._frames[:, items] = np.load(directory / names[0], mmap_mode="r")
+            for i, array in enumerate(self._fields):
+                if array is not None:
+                    names.append(f"field_{i}.{chunk:05d}.npy")
+                    array[:, items] = np.load(directory / names[-1], mmap_mode="r")
+            if sums is not None and chunk_items == self.chunk_items:
+                self._saved[chunk] = {name: sums[name] for name in names if name in sums}
 
     def sample(self, sample_batch_size: int | tf.Tensor) -> Trajectory:
         """In-graph sampling (tf.function, tf.while_loop): `[n, num_steps, ...]` tensors.

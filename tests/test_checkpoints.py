@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from tf_agents.trajectories import time_step as ts
 import envs
 from envs.errors import UserError
 from pipeline import metrics, rundir
-from pipeline.checkpoints import MANIFEST, CheckpointError, CheckpointStore
+from pipeline.checkpoints import MANIFEST, CheckpointError, CheckpointStore, verify
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
 from pipeline.replay import FrameStackReplay, UniformReplay
 
@@ -257,3 +258,54 @@ def test_settings_are_compared_binding_by_binding():
         "train.b": "[1,\n2]",
         "QNetwork.x": "(32,)",
     }
+
+
+def test_frame_stack_checkpoints_link_the_chunks_they_did_not_change(tmp_path: Path):
+    """Chunks unchanged since the newest checkpoint are hard links to its files, with its
+    checksums; only changed chunks are written; the ring wraps; a restore is exact."""
+    spec = transition_spec((6, 5, 4), tf.uint8)
+    replay = FrameStackReplay(spec, batch_size=2, capacity=2 * 50, seed=3)
+    replay.chunk_items = 8
+    store = CheckpointStore(tmp_path / "checkpoints", keep=2)
+
+    def save(steps: int) -> Path:
+        newest = store.complete()[:1]
+        previous = newest[0][1] / "replay" if newest else None
+        sums = store.checksums(newest[0][1], "replay/") if newest else None
+
+        def write(directory: Path) -> dict:
+            (directory / "replay").mkdir()
+            known = replay.save(directory / "replay", True, previous, sums)
+            return {f"replay/{name}": entry for name, entry in known.items()}
+
+        return store.save(steps, write)
+
+    fill(replay, spec, 2, 30)  # chunks 0..3 (the last one partly filled)
+    first = save(30)
+    fill(replay, spec, 2, 3)  # items 30..32: chunk 3, then chunk 4 starts
+    second = save(33)
+    linked = {
+        p.name for p in (second / "replay").glob("*.npy")
+        if (first / "replay" / p.name).exists()
+        and os.stat(p).st_ino == os.stat(first / "replay" / p.name).st_ino
+    }  # fmt: skip
+    assert {n.split(".")[1] for n in linked} == {"00000", "00001", "00002"}, sorted(linked)
+    assert verify(second) is None, "the checksums handed over must be the files' own"
+
+    fill(replay, spec, 2, 40)  # wraps the 50-item ring: chunks 0..6 all rewritten
+    third = save(73)
+    assert verify(third) is None
+    restored = FrameStackReplay(spec, batch_size=2, capacity=2 * 50, seed=99)
+    restored.chunk_items = 8
+    assert restored.restore(third / "replay", sums=store.checksums(third, "replay/"))
+    for _ in range(3):
+        a, b = replay.sample_numpy(16), restored.sample_numpy(16)
+        for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b), strict=True):
+            np.testing.assert_array_equal(x, y)
+    # The restored buffer knows its chunks are saved: its next checkpoint links them all.
+    replay = restored
+    fourth = save(74)
+    assert all(
+        os.stat(p).st_ino == os.stat(third / "replay" / p.name).st_ino
+        for p in (fourth / "replay").glob("*.npy")
+    )
