@@ -1,0 +1,155 @@
+"""Signal to exit of a Breakout run whose replay holds `--capacity` transitions, with the
+incremental replay checkpoint against a full one, side by side in one run.
+
+    python scripts/bench/preemption.py --capacity=1_000_000
+
+For each mode, a real `python -m pipeline.train --gin_file=dqn_breakout.gin` process fills its
+replay with synthetic Breakout-sized frames before training (collecting 1M real frames
+would take most of an hour; the cost of a checkpoint does not depend on the pixels), trains,
+writes its periodic checkpoint, collects on for `--after_s` seconds, and gets a real SIGTERM.
+The bench times SIGTERM -> exit 75 and checks that the new checkpoint is complete.
+- incremental: the pipeline as shipped (chunks unchanged since the last checkpoint are
+  hard-linked);
+- full: the same, with every chunk written again (no previous checkpoint handed over).
+It also reports the disk the kept checkpoints take against one replay (links counted once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BINDINGS = [
+    "train.initial_collect_steps=1_000",
+    "train.total_env_steps=10_000_000",
+    "train.checkpoint_interval=2_000",
+    "train.checkpoint_interval_s=100_000.0",
+    "train.checkpoints_to_keep=2",
+    "train.eval_interval=10_000_000",
+    "train.progress_interval_s=5.0",
+]
+
+
+def child(mode: str, capacity: int, argv: list[str]) -> None:
+    """Runs pipeline.train with the replay pre-filled (and, for `full`, never linked)."""
+    sys.path.insert(0, str(REPO))
+    import runpy
+
+    import numpy as np
+    from tf_agents.trajectories import trajectory
+
+    from pipeline import experiment
+    from pipeline.replay import FrameStackReplay
+
+    real_init = experiment.Experiment.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        rng, block = np.random.default_rng(0), 4_096
+        for start in range(0, capacity, block):
+            n = min(block, capacity - start)
+            step_type = np.ones([1, n], np.int32)
+            self.replay.add_numpy(
+                trajectory.Trajectory(
+                    step_type=step_type,
+                    observation=rng.integers(0, 255, [1, n, 84, 84, 1], dtype=np.uint8),
+                    action=rng.integers(0, 4, [1, n]),
+                    policy_info=(),
+                    next_step_type=step_type,
+                    reward=np.zeros([1, n], np.float32),
+                    discount=np.ones([1, n], np.float32),
+                )
+            )
+
+    experiment.Experiment.__init__ = init
+    if mode == "full":
+        real_save = FrameStackReplay.save
+        FrameStackReplay.save = lambda self, directory, contents, *_, **__: real_save(
+            self, directory, contents
+        )
+    sys.argv = ["pipeline.train", *argv]
+    runpy.run_module("pipeline.train", run_name="__main__")
+
+
+def disk_bytes(folder: Path) -> int:
+    seen, total = set(), 0
+    for path in folder.rglob("*"):
+        if path.is_file() and path.stat().st_ino not in seen:
+            seen.add(path.stat().st_ino)
+            total += path.stat().st_blocks * 512
+    return total
+
+
+def complete(root: Path) -> list[Path]:
+    folder = root / "checkpoints"
+    found = folder.glob("ckpt-*") if folder.is_dir() else []
+    return sorted(p for p in found if (p / "MANIFEST.json").exists())
+
+
+def measure(mode: str, capacity: int, root: Path, after_s: float) -> dict:
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    log = open(f"{root}.log", "w")
+    args = ["--gin_file=dqn_breakout.gin", *[f"--gin_bindings={b}" for b in BINDINGS],
+            f"--gin_bindings=train.replay_capacity={capacity}", f"--root_dir={root}"]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--child", mode, "--capacity", str(capacity), "--", *args],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 1_800
+    while not complete(root):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{mode}: no first checkpoint; see {root}.log")
+        time.sleep(0.5)
+    time.sleep(after_s)  # collecting and training on: the chunks written since go dirty
+    before = complete(root)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    status = process.wait()
+    elapsed = time.monotonic() - sent
+    from pipeline.checkpoints import verify
+
+    newest = complete(root)[-1]
+    return {
+        "mode": mode,
+        "status": status,
+        "signal_to_exit_s": elapsed,
+        "new_checkpoint": newest not in before and verify(newest) is None,
+        "disk_gb": disk_bytes(root / "checkpoints") / 1e9,
+        "replay_gb": disk_bytes(newest / "replay") / 1e9 if mode == "full" else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--capacity", type=int, default=1_000_000)
+    parser.add_argument("--after_s", type=float, default=20.0)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "preemption")
+    parser.add_argument("--child", choices=["incremental", "full"])
+    parser.add_argument("rest", nargs="*")
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.capacity, args.rest)
+    sys.path.insert(0, str(REPO))
+    results = [
+        measure(m, args.capacity, args.out / m, args.after_s) for m in ("incremental", "full")
+    ]
+    incremental, full = results
+    for r in results:
+        print(f"{r['mode']:>11}: SIGTERM -> exit {r['status']} in {r['signal_to_exit_s']:.1f} s, "
+              f"new complete checkpoint {r['new_checkpoint']}, checkpoints on disk "
+              f"{r['disk_gb']:.2f} GB")  # fmt: skip
+    ratio = full["signal_to_exit_s"] / incremental["signal_to_exit_s"]
+    print(f"incremental is {ratio:.1f}x faster from signal to exit; two kept incremental "
+          f"checkpoints take {incremental['disk_gb'] / full['replay_gb']:.2f}x one replay "
+          f"({full['replay_gb']:.2f} GB)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
