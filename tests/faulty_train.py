@@ -9,6 +9,8 @@ FAULT is one of:
   away), a real SIGKILL.
 - `sigterm-mid-round`: a real SIGTERM after the first call of the first update round, so
   the signal lands inside a round of updates.
+- `kill-after-episode`: a real SIGKILL right after the Nth training episode ends (N from
+  the environment variable FAULTY_EPISODES).
 Used by tests/test_disk_faults.py and tests/test_resume.py.
 """
 
@@ -72,7 +74,33 @@ def sigterm_mid_round() -> None:
     experiment.Experiment.__init__ = init
 
 
-FAULTS = {"kill-at-replacement": kill_at_replacement, "sigterm-mid-round": sigterm_mid_round}
+def kill_after_episode() -> None:
+    """SIGKILL right after the Nth training episode this process sees end (N: env
+    FAULTY_EPISODES), from an observer inside the collection driver."""
+    import tensorflow as tf
+
+    target = int(os.environ.get("FAULTY_EPISODES", "3"))
+    ended = []
+    real_init = experiment.Experiment.__init__
+
+    def count(is_last):
+        ended.extend(bool(x) for x in is_last.numpy() if x)
+        if len(ended) >= target:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 0
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self._observers.append(lambda traj: tf.py_function(count, [traj.is_last()], tf.int32))
+
+    experiment.Experiment.__init__ = init
+
+
+FAULTS = {
+    "kill-at-replacement": kill_at_replacement,
+    "sigterm-mid-round": sigterm_mid_round,
+    "kill-after-episode": kill_after_episode,
+}
 
 if __name__ == "__main__":
     FAULTS[sys.argv[1]]()

@@ -6,6 +6,7 @@ resumed run must end bit-identical to it (metrics.jsonl and every checkpointed v
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -21,6 +22,7 @@ import tensorflow as tf
 from pipeline import preemption
 from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
+FAULTY_TRAIN = REPO / "tests" / "faulty_train.py"
 SPLIT_RUN = [
     "train.total_env_steps=4_000",
     "train.initial_collect_steps=300",
@@ -35,13 +37,18 @@ SPLIT_RUN = [
 ]
 
 
-def start(root_dir: Path, *extra: str) -> subprocess.Popen:
-    """Starts a run in the background; its stderr goes to `<root_dir>.stderr` (readable live)."""
-    args = [sys.executable, "-m", "pipeline.train", *bindings(*SPLIT_RUN, *extra)]
+def start(root_dir: Path, *extra: str, fault: str | None = None, env=None) -> subprocess.Popen:
+    """Starts a run in the background; its stderr goes to `<root_dir>.stderr` (readable live).
+
+    `fault`: run it through tests/faulty_train.py with that fault.
+    """
+    runner = ["-m", "pipeline.train"] if fault is None else [str(FAULTY_TRAIN), fault]
+    args = [sys.executable, *runner, *bindings(*SPLIT_RUN, *extra)]
     log = open(f"{root_dir}.stderr", "w")
     return subprocess.Popen(
-        [*args, f"--root_dir={root_dir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True
-    )
+        [*args, f"--root_dir={root_dir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=log,
+        text=True, env=env,
+    )  # fmt: skip
 
 
 def stderr_of(root_dir: Path) -> str:
@@ -128,32 +135,38 @@ def test_sigkill_then_resume_is_bit_identical(reference: Path, tmp_path: Path):
     assert rows[-1]["env_steps"] == 4_000
 
 
-KILL_POINTS = ["write", "sealed", "random", "sealed", "write", "random", "sealed", "random",
-               "write", "sealed", "random"]  # fmt: skip
+KILL_POINTS = ["write", "sealed", "episode", "random", "sealed", "write", "random", "episode",
+               "sealed", "random", "write", "sealed", "episode"]  # fmt: skip
 
 
 def test_kills_at_random_points_and_during_checkpoint_writes(reference: Path, tmp_path: Path):
-    """Eleven SIGKILLs: inside checkpoint writes, right after one is sealed, and at random
-    points. Each resume starts from the newest checkpoint complete at the kill; the end is
-    exact, metrics.jsonl (the rolling training-episode means too) and every variable."""
+    """Thirteen SIGKILLs: inside checkpoint writes, right after one is sealed, right after a
+    training episode ends, and at random points. Each resume starts from the newest
+    checkpoint complete at the kill; the end is exact, metrics.jsonl (the rolling
+    training-episode means too) and every variable."""
     root_dir = tmp_path / "run"
     folder = root_dir / "checkpoints"
     rng = random.Random(0)
     expected_start = None  # no checkpoint yet: the next start begins at zero
     for point in KILL_POINTS:
         started = time.time()
-        process = start(root_dir)
-        if point == "write":  # inside a checkpoint write: its .partial directory exists
-            wait_for(lambda t=started: writing_since(folder, t), process, poll=0)
-        elif point == "sealed":  # a checkpoint newer than the resume point just landed
-            newest = max(complete_checkpoints(root_dir), default=-1)
-            wait_for(lambda n=newest: max(complete_checkpoints(root_dir), default=-1) > n,
-                     process, poll=0)  # fmt: skip
+        if point == "episode":  # killed from inside, right after the Nth episode ends
+            env = {**os.environ, "FAULTY_EPISODES": str(rng.randint(2, 12))}
+            process = start(root_dir, fault="kill-after-episode", env=env)
+            assert process.wait() == -signal.SIGKILL, stderr_of(root_dir)[-2000:]
         else:
-            wait_for(lambda: "run directory:" in stderr_of(root_dir), process)
-            time.sleep(rng.uniform(0.0, 2.0))  # in restore, collection, training or a write
-        process.kill()
-        process.wait()
+            process = start(root_dir)
+            if point == "write":  # inside a checkpoint write: its .partial directory exists
+                wait_for(lambda t=started: writing_since(folder, t), process, poll=0)
+            elif point == "sealed":  # a checkpoint newer than the resume point just landed
+                newest = max(complete_checkpoints(root_dir), default=-1)
+                wait_for(lambda n=newest: max(complete_checkpoints(root_dir), default=-1) > n,
+                         process, poll=0)  # fmt: skip
+            else:
+                wait_for(lambda: "run directory:" in stderr_of(root_dir), process)
+                time.sleep(rng.uniform(0.0, 2.0))  # in restore, collection, training or a write
+            process.kill()
+            process.wait()
         log = stderr_of(root_dir)
         if expected_start is None:
             assert "resumed from checkpoint" not in log
