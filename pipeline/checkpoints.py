@@ -150,7 +150,8 @@ class CheckpointStore:
         tmp = self.directory / f".{final.name}.partial"
         try:
             tmp.mkdir()
-            known = write(tmp) or {}
+            known = write(tmp)
+            known = known if isinstance(known, dict) else {}
             files = {}
             for path in _files(tmp):
                 name, size = str(path.relative_to(tmp)), path.stat().st_size

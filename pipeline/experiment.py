@@ -26,6 +26,7 @@ import envs
 from envs.errors import UserError
 from pipeline import agents, networks, optimizers, rundir  # noqa: F401 (gin names)
 from pipeline import augmentation as _augmentation  # noqa: F401 (gin names)
+from pipeline.checkpoints import MANIFEST
 from pipeline.loop import TrainingLoop
 from pipeline.metrics import MetricsLog
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
@@ -337,7 +338,8 @@ class Experiment(TrainingLoop):
         return {f"replay/{name}": entry for name, entry in (known or {}).items()}
 
     def _restore_extra(self, directory: Path) -> None:
-        sums = self.checkpoints.checksums(directory, "replay/")  # verified by load_latest
+        sealed = (directory / MANIFEST).is_file()  # verified by load_latest when it is
+        sums = self.checkpoints.checksums(directory, "replay/") if sealed else None
         self._replay_restored = self.replay.restore(directory / "replay", sums=sums)
 
     def _after_restore(self) -> None:

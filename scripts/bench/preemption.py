@@ -12,11 +12,14 @@ The bench times SIGTERM -> exit 75 and checks that the new checkpoint is complet
   hard-linked);
 - full: the same, with every chunk written again (no previous checkpoint handed over).
 It also reports the disk the kept checkpoints take against one replay (links counted once).
+Then the same two modes again with the disk limited to `--throttle_mbps` (a cgroup v1 blkio
+limit; root only), a stand-in for a cluster's shared filesystem.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import subprocess
@@ -92,15 +95,33 @@ def complete(root: Path) -> list[Path]:
     return sorted(p for p in found if (p / "MANIFEST.json").exists())
 
 
-def measure(mode: str, capacity: int, root: Path, after_s: float) -> dict:
+def throttled_cgroup(mbps: float) -> Path:
+    """A cgroup-v1 blkio group limiting reads and writes on the run's disk to `mbps` MB/s
+    (root only). v1 does not charge the kernel's flusher threads, so writeback that the
+    kernel starts on its own escapes the limit: a stand-in for a slow shared filesystem."""
+    device = os.stat(REPO).st_dev
+    group = Path("/sys/fs/cgroup/blkio/pipeline_bench_throttle")
+    group.mkdir(exist_ok=True)
+    limit = f"{os.major(device)}:{os.minor(device)} {int(mbps * 1e6)}"
+    for name in ("blkio.throttle.write_bps_device", "blkio.throttle.read_bps_device"):
+        (group / name).write_text(limit)
+    return group
+
+
+def measure(mode: str, capacity: int, root: Path, after_s: float, cgroup: Path | None) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     log = open(f"{root}.log", "w")
     args = ["--gin_file=dqn_breakout.gin", *[f"--gin_bindings={b}" for b in BINDINGS],
             f"--gin_bindings=train.replay_capacity={capacity}", f"--root_dir={root}"]  # fmt: skip
+
+    def enter_cgroup() -> None:
+        if cgroup is not None:
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
     process = subprocess.Popen(
         [sys.executable, __file__, "--child", mode, "--capacity", str(capacity), "--", *args],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, preexec_fn=enter_cgroup,
     )  # fmt: skip
     deadline = time.monotonic() + 1_800
     while not complete(root):
@@ -131,24 +152,37 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=1_000_000)
     parser.add_argument("--after_s", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "preemption")
+    parser.add_argument("--throttle_mbps", type=float, default=200.0,
+                        help="also measure with the disk limited to this (0: skip)")  # fmt: skip
     parser.add_argument("--child", choices=["incremental", "full"])
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.capacity, args.rest)
     sys.path.insert(0, str(REPO))
-    results = [
-        measure(m, args.capacity, args.out / m, args.after_s) for m in ("incremental", "full")
-    ]
-    incremental, full = results
-    for r in results:
-        print(f"{r['mode']:>11}: SIGTERM -> exit {r['status']} in {r['signal_to_exit_s']:.1f} s, "
-              f"new complete checkpoint {r['new_checkpoint']}, checkpoints on disk "
-              f"{r['disk_gb']:.2f} GB")  # fmt: skip
-    ratio = full["signal_to_exit_s"] / incremental["signal_to_exit_s"]
-    print(f"incremental is {ratio:.1f}x faster from signal to exit; two kept incremental "
-          f"checkpoints take {incremental['disk_gb'] / full['replay_gb']:.2f}x one replay "
-          f"({full['replay_gb']:.2f} GB)")  # fmt: skip
+    disks: list[tuple[str, Path | None]] = [("local disk", None)]
+    if args.throttle_mbps > 0:
+        try:
+            disks.append((f"disk limited to {args.throttle_mbps:.0f} MB/s",
+                          throttled_cgroup(args.throttle_mbps)))  # fmt: skip
+        except OSError as error:
+            print(f"throttled disk not measured: {error} (needs root and cgroup v1 blkio)")
+    for disk, cgroup in disks:
+        out = args.out / ("throttled" if cgroup else "local")
+        incremental, full = (
+            measure(mode, args.capacity, out / mode, args.after_s, cgroup)
+            for mode in ("incremental", "full")
+        )
+        print(f"{disk}:")
+        for r in (incremental, full):
+            print(f"  {r['mode']:>11}: SIGTERM -> exit {r['status']} in "
+                  f"{r['signal_to_exit_s']:.1f} s, new complete checkpoint {r['new_checkpoint']}, "
+                  f"checkpoints on disk {r['disk_gb']:.2f} GB")  # fmt: skip
+        ratio = full["signal_to_exit_s"] / incremental["signal_to_exit_s"]
+        print(f"  incremental is {ratio:.1f}x faster from signal to exit; two kept incremental "
+              f"checkpoints take {incremental['disk_gb'] / full['replay_gb']:.2f}x one replay "
+              f"({full['replay_gb']:.2f} GB)")  # fmt: skip
+        shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":
