@@ -232,3 +232,14 @@ class CheckpointStore:
             shutil.rmtree(aside, ignore_errors=True)
             os.replace(path, aside)
             logging.warning("moved the unusable checkpoint %s to %s", path, aside)
+
+
+def save_replay(store: CheckpointStore, replay, directory: Path, contents: bool) -> dict:
+    """`replay.save` into `directory/replay`, next to the store's newest checkpoint (whose
+    unchanged parts it may link); returns the checksums it knows, as `write` hands them on."""
+    (directory / "replay").mkdir()
+    newest = store.complete()[:1]
+    previous = newest[0][1] / "replay" if newest else None
+    sums = store.checksums(newest[0][1], "replay/") if newest else None
+    known = replay.save(directory / "replay", contents, previous=previous, previous_sums=sums)
+    return {f"replay/{name}": entry for name, entry in (known or {}).items()}

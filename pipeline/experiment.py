@@ -26,7 +26,7 @@ import envs
 from envs.errors import UserError
 from pipeline import agents, networks, optimizers, rundir  # noqa: F401 (gin names)
 from pipeline import augmentation as _augmentation  # noqa: F401 (gin names)
-from pipeline.checkpoints import MANIFEST
+from pipeline.checkpoints import MANIFEST, save_replay
 from pipeline.loop import TrainingLoop
 from pipeline.metrics import MetricsLog
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
@@ -328,14 +328,7 @@ class Experiment(TrainingLoop):
 
     def _save_extra(self, directory: Path) -> dict:
         """The replay, sharing the chunks it did not change with the newest checkpoint."""
-        (directory / "replay").mkdir()
-        newest = self.checkpoints.complete()[:1]
-        previous = newest[0][1] / "replay" if newest else None
-        sums = self.checkpoints.checksums(newest[0][1], "replay/") if newest else None
-        known = self.replay.save(
-            directory / "replay", self.checkpoint_replay, previous=previous, previous_sums=sums
-        )
-        return {f"replay/{name}": entry for name, entry in (known or {}).items()}
+        return save_replay(self.checkpoints, self.replay, directory, self.checkpoint_replay)
 
     def _restore_extra(self, directory: Path) -> None:
         sealed = (directory / MANIFEST).is_file()  # verified by load_latest when it is

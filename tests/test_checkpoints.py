@@ -21,7 +21,13 @@ from tf_agents.trajectories import time_step as ts
 import envs
 from envs.errors import UserError
 from pipeline import metrics, rundir
-from pipeline.checkpoints import MANIFEST, CheckpointError, CheckpointStore, verify
+from pipeline.checkpoints import (
+    MANIFEST,
+    CheckpointError,
+    CheckpointStore,
+    save_replay,
+    verify,
+)
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
 from pipeline.replay import FrameStackReplay, UniformReplay
 
@@ -269,16 +275,7 @@ def test_frame_stack_checkpoints_link_the_chunks_they_did_not_change(tmp_path: P
     store = CheckpointStore(tmp_path / "checkpoints", keep=2)
 
     def save(steps: int) -> Path:
-        newest = store.complete()[:1]
-        previous = newest[0][1] / "replay" if newest else None
-        sums = store.checksums(newest[0][1], "replay/") if newest else None
-
-        def write(directory: Path) -> dict:
-            (directory / "replay").mkdir()
-            known = replay.save(directory / "replay", True, previous, sums)
-            return {f"replay/{name}": entry for name, entry in known.items()}
-
-        return store.save(steps, write)
+        return store.save(steps, lambda directory: save_replay(store, replay, directory, True))
 
     fill(replay, spec, 2, 30)  # chunks 0..3 (the last one partly filled)
     first = save(30)

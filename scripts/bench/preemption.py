@@ -45,7 +45,9 @@ def child(mode: str, capacity: int, argv: list[str]) -> None:
     import runpy
 
     import numpy as np
-    from tf_agents.trajectories import trajectory
+
+    sys.path.insert(0, str(REPO / "scripts" / "bench"))
+    from replay_checkpoint import add as fill_synthetic
 
     from pipeline import experiment
     from pipeline.replay import FrameStackReplay
@@ -54,21 +56,7 @@ def child(mode: str, capacity: int, argv: list[str]) -> None:
 
     def init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
-        rng, block = np.random.default_rng(0), 4_096
-        for start in range(0, capacity, block):
-            n = min(block, capacity - start)
-            step_type = np.ones([1, n], np.int32)
-            self.replay.add_numpy(
-                trajectory.Trajectory(
-                    step_type=step_type,
-                    observation=rng.integers(0, 255, [1, n, 84, 84, 1], dtype=np.uint8),
-                    action=rng.integers(0, 4, [1, n]),
-                    policy_info=(),
-                    next_step_type=step_type,
-                    reward=np.zeros([1, n], np.float32),
-                    discount=np.ones([1, n], np.float32),
-                )
-            )
+        fill_synthetic(self.replay, capacity, np.random.default_rng(0))
 
     experiment.Experiment.__init__ = init
     if mode == "full":

@@ -31,7 +31,7 @@ from tf_agents.specs import tensor_spec  # noqa: E402
 from tf_agents.trajectories import policy_step, trajectory  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
-from pipeline.checkpoints import CheckpointStore  # noqa: E402
+from pipeline.checkpoints import CheckpointStore, save_replay  # noqa: E402
 from pipeline.replay import FrameStackReplay  # noqa: E402
 
 
@@ -60,17 +60,10 @@ def add(replay: FrameStackReplay, items: int, rng: np.random.Generator, block: i
 
 
 def save(store: CheckpointStore, replay: FrameStackReplay, steps: int, linked: bool) -> float:
-    newest = store.complete()[:1] if linked else []
-    previous = newest[0][1] / "replay" if newest else None
-    sums = store.checksums(newest[0][1], "replay/") if newest else None
-
-    def write(directory: Path) -> dict:
-        (directory / "replay").mkdir()
-        known = replay.save(directory / "replay", True, previous, sums)
-        return {f"replay/{name}": entry for name, entry in known.items()}
-
+    """Seconds to seal one checkpoint; `linked=False` hands over no previous checkpoint."""
+    source = store if linked else CheckpointStore(store.directory / "unused")
     started = time.perf_counter()
-    store.save(steps, write)
+    store.save(steps, lambda directory: save_replay(source, replay, directory, True))
     return time.perf_counter() - started
 
 
