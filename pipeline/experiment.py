@@ -15,6 +15,7 @@ from pathlib import Path
 import gin
 import tensorflow as tf
 from absl import logging
+from tf_agents.agents.categorical_dqn import categorical_dqn_agent
 from tf_agents.agents.data_converter import AsNStepTransition
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.drivers import dynamic_step_driver
@@ -24,12 +25,13 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 
 import envs
 from envs.errors import UserError
-from pipeline import agents, networks, optimizers, rundir  # noqa: F401 (gin names)
+from pipeline import agents, networks, optimizers, rainbow, rundir  # noqa: F401 (gin names)
 from pipeline import augmentation as _augmentation  # noqa: F401 (gin names)
 from pipeline.checkpoints import MANIFEST, save_replay
 from pipeline.loop import TrainingLoop
 from pipeline.metrics import MetricsLog
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
+from pipeline.prioritized_replay import is_prioritized
 from pipeline.replay import UniformReplay
 from pipeline.schedules import LinearSchedule
 
@@ -123,6 +125,7 @@ class Experiment(TrainingLoop):
         self.replay_capacity = replay_capacity
         self._check_window()
         self.replay = self._make_replay(replay, replay_capacity, seed)
+        self._check_prioritized()
         self._observers = [self.replay.add_batch] if self.replay is not None else []
         self._observers += [
             self.env_steps,
@@ -185,6 +188,19 @@ class Experiment(TrainingLoop):
                 f"{needed}"
             )
 
+    def _check_prioritized(self) -> None:
+        """Prioritized replay needs per-sample errors, which TF-Agents' C51 does not give."""
+        if not is_prioritized(self.replay):
+            return
+        if isinstance(self.agent, categorical_dqn_agent.CategoricalDqnAgent) and not hasattr(
+            self.agent, "trains_on_transitions"
+        ):
+            raise UserError(
+                f"train.replay=@{type(self.replay).__name__} needs per-sample errors, which "
+                "@CategoricalDqnAgent does not report: use train.agent=@RainbowAgent (C51 with "
+                "them) or a uniform replay"
+            )
+
     # --- the pieces of one iteration -------------------------------------------------
 
     def _collect(self, policy, num_steps: int, observers: list | None = None) -> None:
@@ -225,11 +241,28 @@ class Experiment(TrainingLoop):
 
     def _update_once(self) -> tf.Tensor:
         """One gradient update on one sampled batch; returns its loss."""
+        if is_prioritized(self.replay):
+            return self._prioritized_update()
         if self._trains_on_transitions:
             batch = self.replay.sample_transition(self.batch_size)
         else:
             batch = self.replay.sample(self.batch_size)
         return self.agent.train(self._training_batch(batch)).loss
+
+    def _prioritized_update(self) -> tf.Tensor:
+        """Draws by priority, trains with the importance weights, writes the errors back.
+
+        The weights' exponent anneals to 1 over the run (`total_env_steps`).
+        """
+        progress = tf.cast(self.env_steps.result(), tf.float64) / self.total_env_steps
+        batch, keys, weights = self.replay.sample_prioritized(
+            self.batch_size, progress, transitions=self._trains_on_transitions
+        )
+        info = self.agent.train(self._training_batch(batch), weights=weights)
+        with tf.control_dependencies([info.loss]):
+            written = self.replay.update_priorities(keys, info.extra.td_error)
+        with tf.control_dependencies([written]):
+            return tf.identity(info.loss)
 
     @property
     def _trains_on_transitions(self) -> bool:
@@ -237,9 +270,12 @@ class Experiment(TrainingLoop):
 
         DqnAgent's loss (DdqnAgent's too) starts with `AsNStepTransition`; then the buffer
         builds the same transition itself and skips the observations the converter would
-        drop. C51 overrides the loss and reads the window directly, so it gets windows.
+        drop. C51 overrides the loss and reads the window directly, so it gets windows;
+        `RainbowAgent` converts them itself and says so (`trains_on_transitions`).
         """
-        uses_converter = type(self.agent)._loss is dqn_agent.DqnAgent._loss
+        uses_converter = getattr(
+            self.agent, "trains_on_transitions", type(self.agent)._loss is dqn_agent.DqnAgent._loss
+        )
         return uses_converter and isinstance(self.agent._as_transition, AsNStepTransition)
 
     def _training_batch(self, window):

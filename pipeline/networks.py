@@ -26,37 +26,23 @@ class ScaleUint8(tf.keras.layers.Layer):
         return tf.cast(inputs, tf.float32) / 255.0
 
 
-@gin.configurable
-class DuelingQNetwork(network.Network):
-    """Dueling Q-network (Wang et al. 2016): Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a').
+class _DuelingNetwork(network.Network):
+    """A shared encoder feeding a value stream and an advantage stream (Wang et al. 2016).
 
-    A shared encoder (optional preprocessing, convolutions, `fc_layer_params`) feeds two
-    streams, each with its own hidden layers (`stream_fc_layer_params`) and a linear head:
-    value (one unit) and advantage (one per action). Subtracting the mean advantage makes
-    the split identifiable: V is the mean of Q over actions.
+    With `atoms=None` the heads give Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'); with
+    `atoms` the same sum is taken per atom on the logits of the return distribution, as
+    Rainbow does (Hessel et al. 2018), giving `[batch, actions, atoms]`.
     """
 
     def __init__(
-        self,
-        input_tensor_spec,
-        action_spec,
-        preprocessing_layers=None,
-        conv_layer_params=None,
-        fc_layer_params=(256, 256),
-        stream_fc_layer_params=(),
-        activation_fn=tf.keras.activations.relu,
-        kernel_initializer=None,
-        dtype: str | tf.DType = tf.float32,
-        name: str = "DuelingQNetwork",
-    ):
-        """`dtype` may be a Keras mixed-precision policy ('mixed_bfloat16' on CPUs with
-        AVX512_BF16, 'mixed_float16' on GPUs): the encoder and stream hidden layers then
-        compute in 16 bits with float32 weights, and the two heads stay float32, so the
-        Q-values (and every loss the agents compute from them) are float32.
-        """
+        self, input_tensor_spec, action_spec, atoms: int | None, preprocessing_layers,
+        conv_layer_params, fc_layer_params, stream_fc_layer_params, activation_fn,
+        kernel_initializer, dtype, name: str,
+    ):  # fmt: skip
         action_spec = tf.nest.flatten(action_spec)[0]
-        num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
+        self._num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
         super().__init__(input_tensor_spec, state_spec=(), name=name)
+        self._atoms = atoms
         self._encoder = encoding_network.EncodingNetwork(
             input_tensor_spec,
             preprocessing_layers=preprocessing_layers,
@@ -79,17 +65,94 @@ class DuelingQNetwork(network.Network):
             )
             return tf.keras.Sequential([*hidden, head], name=stream_name)
 
-        self._value = stream(1, "value")
-        self._advantage = stream(num_actions, "advantage")
+        per_action = atoms or 1
+        self._value = stream(per_action, "value")
+        self._advantage = stream(self._num_actions * per_action, "advantage")
 
     def call(self, observation, step_type=None, network_state=(), training=False):
         state, network_state = self._encoder(
             observation, step_type=step_type, network_state=network_state, training=training
         )
-        value = self._value(state, training=training)
-        advantage = self._advantage(state, training=training)
-        q_values = value + advantage - tf.reduce_mean(advantage, axis=-1, keepdims=True)
-        return q_values, network_state
+        per_action = self._atoms or 1
+        value = tf.reshape(self._value(state, training=training), [-1, 1, per_action])
+        advantage = tf.reshape(
+            self._advantage(state, training=training), [-1, self._num_actions, per_action]
+        )
+        outputs = value + advantage - tf.reduce_mean(advantage, axis=1, keepdims=True)
+        if self._atoms is None:
+            outputs = outputs[..., 0]
+        return outputs, network_state
+
+
+_DTYPE_DOC = """`dtype` may be a Keras mixed-precision policy ('mixed_bfloat16' on CPUs with
+        AVX512_BF16, 'mixed_float16' on GPUs): the encoder and stream hidden layers then
+        compute in 16 bits with float32 weights, and the two heads stay float32, so the
+        outputs (and every loss the agents compute from them) are float32."""
+
+
+@gin.configurable
+class DuelingQNetwork(_DuelingNetwork):
+    """Dueling Q-network (Wang et al. 2016): Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a').
+
+    A shared encoder (optional preprocessing, convolutions, `fc_layer_params`) feeds two
+    streams, each with its own hidden layers (`stream_fc_layer_params`) and a linear head:
+    value (one unit) and advantage (one per action). Subtracting the mean advantage makes
+    the split identifiable: V is the mean of Q over actions.
+    """
+
+    def __init__(
+        self,
+        input_tensor_spec,
+        action_spec,
+        preprocessing_layers=None,
+        conv_layer_params=None,
+        fc_layer_params=(256, 256),
+        stream_fc_layer_params=(),
+        activation_fn=tf.keras.activations.relu,
+        kernel_initializer=None,
+        dtype: str | tf.DType = tf.float32,
+        name: str = "DuelingQNetwork",
+    ):
+        super().__init__(
+            input_tensor_spec, action_spec, None, preprocessing_layers, conv_layer_params,
+            fc_layer_params, stream_fc_layer_params, activation_fn, kernel_initializer, dtype,
+            name,
+        )  # fmt: skip
+
+    __init__.__doc__ = _DTYPE_DOC
+
+
+@gin.configurable
+class DuelingCategoricalQNetwork(_DuelingNetwork):
+    """The dueling split on C51's logits (Rainbow): `[batch, actions, num_atoms]` logits
+    = V(s) + A(s, a) - mean_a' A(s, a'), per atom. For `@RainbowAgent` and
+    `@CategoricalDqnAgent`, which read `num_atoms` from it."""
+
+    def __init__(
+        self,
+        input_tensor_spec,
+        action_spec,
+        num_atoms: int = 51,
+        preprocessing_layers=None,
+        conv_layer_params=None,
+        fc_layer_params=(256, 256),
+        stream_fc_layer_params=(),
+        activation_fn=tf.keras.activations.relu,
+        kernel_initializer=None,
+        dtype: str | tf.DType = tf.float32,
+        name: str = "DuelingCategoricalQNetwork",
+    ):
+        super().__init__(
+            input_tensor_spec, action_spec, num_atoms, preprocessing_layers,
+            conv_layer_params, fc_layer_params, stream_fc_layer_params, activation_fn,
+            kernel_initializer, dtype, name,
+        )  # fmt: skip
+
+    __init__.__doc__ = _DTYPE_DOC
+
+    @property
+    def num_atoms(self) -> int:
+        return self._atoms
 
 
 class TorchLinearInit(tf.keras.initializers.Initializer):

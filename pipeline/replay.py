@@ -248,6 +248,8 @@ def end_windows_at_episode_ends(window: Trajectory, gamma: float) -> Trajectory:
     source, ended = tf.numpy_function(
         window_sources, [window.step_type], [tf.int64, tf.bool], stateful=False
     )
+    source.set_shape(window.step_type.shape)
+    ended.set_shape(window.step_type.shape)
     cut = tf.nest.map_structure(lambda x: tf.gather(x, source, axis=1, batch_dims=1), window)
     return cut._replace(
         reward=tf.where(ended, tf.zeros_like(cut.reward), cut.reward),
@@ -454,7 +456,11 @@ class FrameStackReplay:
             None if field == "observation" else np.zeros((lanes, length, *spec.shape), dtype)
             for field, spec, dtype in self._leaves
         ]
-        self._step_types = self._fields[[f for f, _, _ in self._leaves].index("step_type")]
+        self._step_types = self._fields[self._step_type_index]
+
+    @property
+    def _step_type_index(self) -> int:
+        return [f for f, _, _ in self._leaves].index("step_type")
 
     def num_transitions(self) -> int:
         """Items held over all lanes (as TFUniformReplayBuffer.num_frames)."""
@@ -519,6 +525,10 @@ class FrameStackReplay:
                     self._saved.pop(chunk, None)  # changed since its last save
                 done += n
             self._count = start + steps
+            self._after_write(start, leaves[self._step_type_index])
+
+    def _after_write(self, start: int, step_types: np.ndarray) -> None:
+        """Called under the lock after items `start ..` were written (prioritized replay)."""
 
     # -- sampling --------------------------------------------------------------------
 
@@ -746,9 +756,15 @@ class FrameStackReplay:
             stateful=True,
             name="frame_stack_replay_sample",
         )
+        return self._pack_sampled(flat, sample_batch_size, ends_only)
+
+    def _pack_sampled(
+        self, flat: Sequence[tf.Tensor], sample_batch_size: int | tf.Tensor, ends_only: bool
+    ) -> Trajectory:
+        """The `numpy_function` outputs of `_sample_flat` as a Trajectory with static shapes."""
         n = tf.get_static_value(sample_batch_size)
         n = None if n is None else int(n)
         for i, (tensor, (_, spec, _)) in enumerate(zip(flat, self._leaves, strict=True)):
             width = 2 if ends_only and i == self._obs_index else self.num_steps
             tensor.set_shape([n, width, *spec.shape])
-        return tf.nest.pack_sequence_as(self.data_spec, flat)
+        return tf.nest.pack_sequence_as(self.data_spec, list(flat))

@@ -224,6 +224,12 @@ _Q_NETWORK: dict[str, Check] = {
     "conv_layer_params": layer_sizes(width=3),
 }
 
+_PRIORITIZED: dict[str, Check] = {
+    "priority_exponent": number(0.0),
+    "importance_exponent": probability(),
+    "priority_epsilon": positive(),
+}
+
 RULES: dict[str, dict[str, Check]] = {
     "train": {
         **_LOOP_COMMON,
@@ -282,6 +288,7 @@ RULES: dict[str, dict[str, Check]] = {
     "DqnAgent": _DQN_AGENT,
     "DdqnAgent": _DQN_AGENT,
     "CategoricalDqnAgent": {**_DQN_AGENT, "min_q_value": number(), "max_q_value": number()},
+    "RainbowAgent": {**_DQN_AGENT, "min_q_value": number(), "max_q_value": number()},
     "QNetwork": _Q_NETWORK,
     "TorchInitQNetwork": {"fc_layer_params": layer_sizes()},
     "DuelingQNetwork": {
@@ -290,6 +297,14 @@ RULES: dict[str, dict[str, Check]] = {
         "dtype": one_of("float32", "mixed_bfloat16", "mixed_float16"),
     },
     "CategoricalQNetwork": {**_Q_NETWORK, "num_atoms": integer(2)},
+    "DuelingCategoricalQNetwork": {
+        **_Q_NETWORK,
+        "num_atoms": integer(2),
+        "stream_fc_layer_params": layer_sizes(),
+        "dtype": one_of("float32", "mixed_bfloat16", "mixed_float16"),
+    },
+    "PrioritizedUniformReplay": _PRIORITIZED,
+    "PrioritizedFrameStackReplay": _PRIORITIZED,
     "ActorDistributionNetwork": {"fc_layer_params": layer_sizes()},
     "ValueNetwork": {"fc_layer_params": layer_sizes()},
     "PPOClipAgent": {
@@ -337,7 +352,7 @@ def _combinations(value: Callable[[str], Any]) -> list[str]:
                 f"train.initial_collect_steps ({start}) leaves no training within "
                 f"train.total_env_steps ({total}): lower the first or raise the second"
             )
-    for agent in ("CategoricalDqnAgent",):
+    for agent in ("CategoricalDqnAgent", "RainbowAgent"):
         low, high = value(f"{agent}.min_q_value"), value(f"{agent}.max_q_value")
         if _all_number(low, high) and low >= high:
             problems.append(

@@ -140,6 +140,18 @@ CASES = [
         ["--gin_file=c51_cartpole.gin", *b("CategoricalDqnAgent.min_q_value=200.0")],
         ["min_q_value", "max_q_value"],
     ),
+    Case(
+        "c51-prioritized",
+        TRAIN,
+        ["--gin_file=c51_cartpole.gin", *b("train.replay=@PrioritizedUniformReplay")],
+        ["@CategoricalDqnAgent", "per-sample errors", "@RainbowAgent"],
+    ),
+    Case(
+        "prioritized-exponent",
+        TRAIN,
+        ["--gin_file=rainbow_cartpole.gin", *b("PrioritizedUniformReplay.importance_exponent=1.5")],
+        ["PrioritizedUniformReplay.importance_exponent=1.5"],
+    ),
     # environments the agent cannot serve
     Case("env-id", TRAIN, b("load_gymnasium.env_id='CartPol-v1'"), ["CartPol-v1", "CartPole-v1"]),
     Case(

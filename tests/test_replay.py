@@ -28,6 +28,7 @@ from tf_agents.trajectories import time_step as ts
 
 from envs.errors import UserError
 from pipeline import replay
+from pipeline.prioritized_replay import PrioritizedFrameStackReplay, PrioritizedUniformReplay
 from pipeline.replay import FrameStackReplay, UniformReplay
 from tests.replay_streams import (
     EPISODE_LENGTHS,
@@ -394,7 +395,13 @@ def replay_holder(replay=None):
 
 
 @pytest.mark.parametrize(
-    "name, cls", [("FrameStackReplay", FrameStackReplay), ("UniformReplay", UniformReplay)]
+    "name, cls",
+    [
+        ("FrameStackReplay", FrameStackReplay),
+        ("UniformReplay", UniformReplay),
+        ("PrioritizedFrameStackReplay", PrioritizedFrameStackReplay),
+        ("PrioritizedUniformReplay", PrioritizedUniformReplay),
+    ],
 )
 def test_gin_binds_either_buffer_and_refuses_loop_owned_args(name, cls):
     try:

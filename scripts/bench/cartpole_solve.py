@@ -23,21 +23,38 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import gin
 from tensorboard.backend.event_processing import event_accumulator
 
 import pipeline  # noqa: F401  (imported first: keeps TensorFlow quiet)
+from pipeline import config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_seed(gin_file: str, seed: int, bindings: list[str], run_dir: Path) -> dict:
+def seed_setting(gin_file: str, bindings: list[str]) -> str:
+    """`train.seed` or `train_on_policy.seed`: the seed of the loop the gin file runs (the
+    CLI refuses a binding of the other one, which would change nothing)."""
+    from pipeline import train as _train  # noqa: F401 (registers the loops' gin names)
+
+    gin.clear_config()
+    config.parse([gin_file], bindings)
+    setting = config.run_settings().binding("seed")
+    gin.clear_config()
+    return setting
+
+
+def run_seed(
+    gin_file: str, seed: int, bindings: list[str], run_dir: Path, seed_binding: str | None = None
+) -> dict:
+    """One `pipeline.train` run; `seed_binding` (default: `seed_setting`) names the seed."""
+    seed_binding = seed_binding or seed_setting(gin_file, bindings)
     command = [
         sys.executable,
         "-m",
         "pipeline.train",
         f"--gin_file={gin_file}",
-        f"--gin_bindings=train.seed={seed}",  # the DQN loop's seed
-        f"--gin_bindings=train_on_policy.seed={seed}",  # the on-policy loop's (one is unused)
+        f"--gin_bindings={seed_binding}={seed}",
         f"--root_dir={run_dir}",
         *[f"--gin_bindings={b}" for b in bindings],
     ]
@@ -135,9 +152,13 @@ def main() -> None:
     if out.exists():
         raise SystemExit(f"error: {out} exists: remove it or pass another --out")
     run_dirs = {seed: out / f"seed_{seed}" for seed in seeds}
+    seed_binding = seed_setting(args.gin_file, args.gin_bindings)  # gin is not thread-safe
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(
-            pool.map(lambda s: run_seed(args.gin_file, s, args.gin_bindings, run_dirs[s]), seeds)
+            pool.map(
+                lambda s: run_seed(args.gin_file, s, args.gin_bindings, run_dirs[s], seed_binding),
+                seeds,
+            )
         )
     rows = [summarize(r, run_dirs[r["seed"]], args.threshold, args.budget) for r in results]
     report = markdown(

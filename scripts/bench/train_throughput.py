@@ -14,9 +14,14 @@ replay with the same random-policy steps, then times, in alternating rounds:
             collect with the exploration policy, then the updates due (end to end).
 
 Prints updates/s for each in both precisions, the bf16 : fp32 ratios and loop : pipeline.
+With `--prioritized_binding` (default `train.replay=@PrioritizedFrameStackReplay`) a third
+subject, float32 with prioritized replay (draws by priority, importance weights, priorities
+written back after every update), is timed in the same rounds: prioritized : uniform.
 
     .venv/bin/python scripts/bench/train_throughput.py [--gin_file=drq_breakout.gin]
     .venv/bin/python scripts/bench/train_throughput.py --gin_file=dqn_breakout.gin --bf16_binding=
+    .venv/bin/python scripts/bench/train_throughput.py --gin_file=dqn_breakout.gin \
+        --bf16_binding= --prioritized_binding=train.replay=@PrioritizedFrameStackReplay
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ import tensorflow as tf  # noqa: E402
 
 from pipeline import config  # noqa: E402
 from pipeline.experiment import Experiment  # noqa: E402
+from pipeline.prioritized_replay import is_prioritized  # noqa: E402
 
 BF16 = "DuelingQNetwork.dtype='mixed_bfloat16'"
+PRIORITIZED = "train.replay=@PrioritizedFrameStackReplay"
 
 
 def timed(fn) -> float:
@@ -59,6 +66,11 @@ class Subject:
         self.n = tf.constant(updates, tf.int64)
 
         def batch():
+            if is_prioritized(run.replay):
+                drawn, _, _ = run.replay.sample_prioritized(
+                    run.batch_size, 0.0, transitions=run._trains_on_transitions
+                )
+                return run._training_batch(drawn)
             if run._trains_on_transitions:
                 return run._training_batch(run.replay.sample_transition(run.batch_size))
             return run._training_batch(run.replay.sample(run.batch_size))
@@ -104,6 +116,7 @@ def main() -> None:
     parser.add_argument("--gin_file", default="drq_breakout.gin")
     parser.add_argument("--gin_bindings", action="append", default=[])
     parser.add_argument("--bf16_binding", default=BF16, help="empty: float32 only")
+    parser.add_argument("--prioritized_binding", default=PRIORITIZED, help="empty: skip")
     parser.add_argument("--fill_steps", type=int, default=5_000, help="random steps first")
     parser.add_argument("--updates", type=int, default=50, help="updates per timed round")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds each")
@@ -120,6 +133,10 @@ def main() -> None:
         subjects["bf16"] = Subject(
             args.gin_file, [*bindings, args.bf16_binding], args.fill_steps, args.updates
         )
+    if args.prioritized_binding:
+        subjects["prioritized"] = Subject(
+            args.gin_file, [*bindings, args.prioritized_binding], args.fill_steps, args.updates
+        )
     kinds = ("pipeline", "bare", "sample", "loop")
     times = {(name, kind): [] for name in subjects for kind in kinds}
     for _ in range(args.rounds):
@@ -132,7 +149,7 @@ def main() -> None:
         f"config: {args.gin_file}; batch {batch}; {args.updates} updates x {args.rounds} "
         f"alternating rounds; medians; bf16: {args.bf16_binding or 'not measured'}"
     )
-    print(f"{'updates/s':42s}" + "".join(f"{name:>10s}" for name in subjects))
+    print(f"{'updates/s':42s}" + "".join(f"{name:>12s}" for name in subjects))
     labels = {
         "pipeline": "pipeline (sample + augment + train)",
         "bare": "bare tf.function(agent.train)",
@@ -140,7 +157,7 @@ def main() -> None:
         "loop": "loop end to end (collect + updates)",
     }
     for kind in kinds:
-        print(f"{labels[kind]:42s}" + "".join(f"{rate[name, kind]:10.1f}" for name in subjects))
+        print(f"{labels[kind]:42s}" + "".join(f"{rate[name, kind]:12.1f}" for name in subjects))
     for name in subjects:
         print(
             f"{name}: pipeline / bare {rate[name, 'pipeline'] / rate[name, 'bare']:.3f}; "
@@ -151,6 +168,11 @@ def main() -> None:
             f"{kind} {rate['bf16', kind] / rate['fp32', kind]:.2f}" for kind in kinds
         )
         print(f"bf16 : fp32 ratio: {ratios}")
+    if "prioritized" in subjects:
+        ratios = ", ".join(
+            f"{kind} {rate['prioritized', kind] / rate['fp32', kind]:.2f}" for kind in kinds
+        )
+        print(f"prioritized : uniform ratio (fp32): {ratios}")
     gin.clear_config()
 
 
