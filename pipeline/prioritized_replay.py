@@ -80,14 +80,14 @@ class PriorityIndex:
             slots = np.arange(count - kept, count) % self.per_lane
             self.step_types[:, slots] = step_types[:, steps - kept :]
             all_lanes = np.arange(self.lanes)[:, None]
-            self.tree.set(self._keys(all_lanes, slots[None, :]), 0.0)
+            self.tree.set(self._keys(all_lanes, slots[None, :]), 0.0, check=False)
             # Windows t .. t+n that this write completed (t still in the ring).
             first = max(start - (self.num_steps - 1), count - self.per_lane, 0)
             done = np.arange(first, count - (self.num_steps - 1)) % self.per_lane
             if done.size:
                 keys = self._keys(all_lanes, done[None, :])
                 starts = self.step_types[:, done] != _LAST
-                self.tree.set(keys[starts], self.max_priority)
+                self.tree.set(keys[starts], self.max_priority, check=False)
             self.count = count
 
     def draw(
@@ -113,7 +113,7 @@ class PriorityIndex:
                     break
                 lanes, items = self._locate(keys[todo])
                 ok = valid(lanes, items)
-                self.tree.set(keys[todo[~ok]], 0.0)
+                self.tree.set(keys[todo[~ok]], 0.0, check=False)
                 todo = todo[~ok]
                 if todo.size == 0:
                     break

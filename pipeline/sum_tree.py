@@ -20,6 +20,8 @@ import numpy as np
 class SumTree:
     """`capacity` priorities (all 0 at first) with batched set, get, total and sampling."""
 
+    JUMP_LEVELS = 7  # `find` walks the last 7 levels; one search does the ones above
+
     def __init__(self, capacity: int):
         if capacity < 1:
             raise ValueError(f"a sum tree needs capacity >= 1, got {capacity}")
@@ -42,24 +44,34 @@ class SumTree:
     def get(self, indices: np.ndarray) -> np.ndarray:
         return self._nodes[self._size + np.asarray(indices, np.int64)]
 
-    def set(self, indices: np.ndarray, priorities: np.ndarray) -> None:
-        """Writes `priorities` at `indices` (a repeated index keeps its last value)."""
+    def set(self, indices: np.ndarray, priorities: np.ndarray, check: bool = True) -> None:
+        """Writes `priorities` at `indices` (a repeated index keeps its last value).
+
+        `check=False` skips the range and value checks, for callers whose keys and
+        priorities are valid by construction (the replay's index, once per env step).
+        """
         indices = np.asarray(indices, np.int64).ravel()
         priorities = np.broadcast_to(np.asarray(priorities, np.float64), indices.shape)
         if indices.size == 0:
             return
-        if indices.min() < 0 or indices.max() >= self.capacity:
-            raise IndexError(f"sum tree index out of [0, {self.capacity})")
-        if not np.all(np.isfinite(priorities)) or priorities.min() < 0:
-            raise ValueError("priorities must be finite and >= 0")
+        if check:
+            if indices.min() < 0 or indices.max() >= self.capacity:
+                raise IndexError(f"sum tree index out of [0, {self.capacity})")
+            if not np.all(np.isfinite(priorities)) or priorities.min() < 0:
+                raise ValueError("priorities must be finite and >= 0")
         nodes = self._nodes
-        nodes[self._size + indices] = priorities  # NumPy: the last of repeated indices wins
-        parents = np.unique((self._size + indices) >> 1)
-        while parents[0] >= 1:
+        leaves = self._size + indices
+        nodes[leaves] = priorities  # NumPy: the last of repeated indices wins
+        if leaves.size <= 4:  # a few paths: scalar steps beat array calls
+            for node in {int(leaf) >> 1 for leaf in leaves}:
+                while node:
+                    nodes[node] = nodes[2 * node] + nodes[2 * node + 1]
+                    node >>= 1
+            return
+        parents = leaves >> 1
+        for _ in range(self._depth):  # repeated parents get the same sum twice: harmless
             nodes[parents] = nodes[2 * parents] + nodes[2 * parents + 1]
-            if parents[0] == 1:
-                break
-            parents = np.unique(parents >> 1)
+            parents >>= 1
 
     def set_leaves(self, priorities: np.ndarray) -> None:
         """Replaces every priority and rebuilds the tree level by level (restore)."""
@@ -78,12 +90,23 @@ class SumTree:
     def find(self, targets: np.ndarray) -> np.ndarray:
         """The leaf whose cumulative range holds each target in [0, total).
 
-        A target a rounding error past a subtree's sum never walks into an empty (all-zero)
-        subtree: the descent goes right only where the right child holds priority.
+        The top of the descent is one search: the running sums of the level `JUMP_LEVELS`
+        above the leaves say which of its nodes holds each target; the last levels are
+        walked down. A target a rounding error past a subtree's sum never walks into an
+        empty (all-zero) subtree: the descent goes right only where the right child holds
+        priority, and the search picks only nodes that hold priority.
         """
         targets = np.array(targets, np.float64, copy=True)
-        nodes = np.ones(targets.shape, np.int64)
-        for _ in range(self._depth):
+        jump = max(self._depth - self.JUMP_LEVELS, 0)
+        level = self._nodes[1 << jump : 2 << jump]
+        running = np.cumsum(level)
+        picked = np.searchsorted(running, targets, side="right")
+        held = np.flatnonzero(level > 0)  # past the last sum (rounding): the last that holds
+        picked = np.minimum(picked, held[-1] if held.size else level.size - 1)
+        targets -= running[picked] - level[picked]
+        np.clip(targets, 0.0, None, out=targets)
+        nodes = (1 << jump) + picked
+        for _ in range(self._depth - jump):
             left = self._nodes[2 * nodes]
             go_right = (targets >= left) & (self._nodes[2 * nodes + 1] > 0)
             targets -= np.where(go_right, left, 0.0)

@@ -29,15 +29,19 @@ from tests.test_nstep import GAMMA, check_targets, transitions
 # --- the sum tree -----------------------------------------------------------------------
 
 
-def test_find_matches_a_brute_force_cumulative_search():
+@pytest.mark.parametrize("capacity", [1, 37, 5_000])  # 5,000: the search jumps 6 levels
+def test_find_matches_a_brute_force_cumulative_search(capacity):
     rng = np.random.default_rng(0)
-    tree = SumTree(37)  # not a power of two: the padding leaves stay empty
-    priorities = rng.integers(0, 5, 37).astype(float)  # integers: every sum is exact
-    tree.set(np.arange(37), priorities)
+    tree = SumTree(capacity)  # not a power of two: the padding leaves stay empty
+    priorities = rng.integers(0, 5, capacity).astype(float)  # integers: every sum is exact
+    priorities[-1] = 1.0
+    tree.set(np.arange(capacity), priorities)
     targets = rng.uniform(0, priorities.sum(), 10_000)
     expected = np.searchsorted(np.cumsum(priorities), targets, side="right")
     np.testing.assert_array_equal(tree.find(targets), expected)
     assert tree.total == priorities.sum()
+    # A target a rounding error past the total lands on the last leaf holding priority.
+    assert tree.find([np.nextafter(tree.total, np.inf)])[0] == capacity - 1
 
 
 def test_draws_are_proportional_to_priority_chi_square():
