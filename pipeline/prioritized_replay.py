@@ -177,15 +177,25 @@ class _Prioritized:
     num_steps: int
     gamma: float
 
-    def _init_priorities(
-        self, lanes: int, per_lane: int, seed: int, priority_exponent: float,
-        importance_exponent: float, priority_epsilon: float,
-    ) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data_spec: Any,
+        batch_size: int,
+        capacity: int,
+        seed: int = 0,
+        num_steps: int = 2,
+        gamma: float = 1.0,
+        priority_exponent: float = 0.6,
+        importance_exponent: float = 0.4,
+        priority_epsilon: float = 1e-6,
+    ):
+        super().__init__(data_spec, batch_size, capacity, seed, num_steps, gamma)  # the buffer
         self.priority_exponent = priority_exponent
         self.importance_exponent = importance_exponent
         self._priorities = PriorityIndex(
-            lanes, per_lane, self.num_steps, seed, priority_exponent, priority_epsilon
-        )
+            batch_size, self.capacity // batch_size, num_steps, seed, priority_exponent,
+            priority_epsilon,
+        )  # fmt: skip
 
     def annealed_exponent(self, progress: tf.Tensor) -> tf.Tensor:
         """beta: `importance_exponent` at progress 0, linearly to 1 at progress 1."""
@@ -208,24 +218,6 @@ class _Prioritized:
 @gin.configurable("PrioritizedFrameStackReplay", denylist=_BUILDER_ARGS)
 class PrioritizedFrameStackReplay(_Prioritized, FrameStackReplay):
     """`FrameStackReplay` whose training batches are drawn by priority (module docstring)."""
-
-    def __init__(
-        self,
-        data_spec: Any,
-        batch_size: int,
-        capacity: int,
-        seed: int = 0,
-        num_steps: int = 2,
-        gamma: float = 1.0,
-        priority_exponent: float = 0.6,
-        importance_exponent: float = 0.4,
-        priority_epsilon: float = 1e-6,
-    ):
-        FrameStackReplay.__init__(self, data_spec, batch_size, capacity, seed, num_steps, gamma)
-        self._init_priorities(
-            batch_size, self.per_lane, seed, priority_exponent, importance_exponent,
-            priority_epsilon,
-        )  # fmt: skip
 
     def _after_write(self, start: int, step_types: np.ndarray) -> None:
         self._priorities.written(start, step_types)
@@ -275,24 +267,6 @@ class PrioritizedFrameStackReplay(_Prioritized, FrameStackReplay):
 @gin.configurable("PrioritizedUniformReplay", denylist=_BUILDER_ARGS)
 class PrioritizedUniformReplay(_Prioritized, UniformReplay):
     """`UniformReplay` (TF-Agents' buffer) whose training batches are drawn by priority."""
-
-    def __init__(
-        self,
-        data_spec: Any,
-        batch_size: int,
-        capacity: int,
-        seed: int = 0,
-        num_steps: int = 2,
-        gamma: float = 1.0,
-        priority_exponent: float = 0.6,
-        importance_exponent: float = 0.4,
-        priority_epsilon: float = 1e-6,
-    ):
-        UniformReplay.__init__(self, data_spec, batch_size, capacity, seed, num_steps, gamma)
-        self._init_priorities(
-            batch_size, self.capacity // batch_size, seed, priority_exponent,
-            importance_exponent, priority_epsilon,
-        )  # fmt: skip
 
     def add_batch(self, trajectory) -> tf.Tensor:
         added = super().add_batch(trajectory)

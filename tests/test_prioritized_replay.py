@@ -194,6 +194,12 @@ def test_frame_stack_windows_drawn_by_priority_are_the_recorded_ones_at_their_fr
     assert stats.chisquare(counts[live], expected).pvalue > 1e-3
 
 
+def assert_same_draws(ours, theirs) -> None:
+    """Two `sample_prioritized` results: the same keys, weights and batches, bit for bit."""
+    for a, b in zip(tf.nest.flatten(ours), tf.nest.flatten(theirs), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_both_buffers_draw_the_same_windows_with_the_same_weights():
     lanes, n = 2, 3
     stream = Stream(np.random.default_rng(7), lanes, 150, 4, (3, 2))
@@ -202,15 +208,11 @@ def test_both_buffers_draw_the_same_windows_with_the_same_weights():
         frame_stack._priorities.tree.leaves, uniform._priorities.tree.leaves
     )
     for _ in range(3):
-        fs_batch, fs_keys, fs_weights = frame_stack.sample_prioritized(32, 0.25, transitions=True)
-        un_batch, un_keys, un_weights = uniform.sample_prioritized(32, 0.25, transitions=True)
-        np.testing.assert_array_equal(fs_keys.numpy(), un_keys.numpy())
-        np.testing.assert_array_equal(fs_weights.numpy(), un_weights.numpy())
-        for ours, theirs in zip(tf.nest.flatten(fs_batch), tf.nest.flatten(un_batch), strict=True):
-            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+        drawn = frame_stack.sample_prioritized(32, 0.25, transitions=True)
+        assert_same_draws(drawn, uniform.sample_prioritized(32, 0.25, transitions=True))
         errors = tf.random.stateless_uniform([32], [1, 2])
-        frame_stack.update_priorities(fs_keys, errors)
-        uniform.update_priorities(un_keys, errors)
+        frame_stack.update_priorities(drawn[1], errors)
+        uniform.update_priorities(drawn[1], errors)
 
 
 @pytest.mark.parametrize("buffer", ["frame_stack", "uniform"])
@@ -229,12 +231,10 @@ def test_a_restored_index_draws_what_the_saved_one_would(tmp_path: Path, buffer:
     assert fresh.restore(tmp_path)
     np.testing.assert_array_equal(fresh._priorities.tree._nodes, replay._priorities.tree._nodes)
     for _ in range(3):
-        ours, our_keys, our_weights = fresh.sample_prioritized(16, 0.3, transitions=True)
-        theirs, their_keys, their_weights = replay.sample_prioritized(16, 0.3, transitions=True)
-        np.testing.assert_array_equal(our_keys.numpy(), their_keys.numpy())
-        np.testing.assert_array_equal(our_weights.numpy(), their_weights.numpy())
-        for a, b in zip(tf.nest.flatten(ours), tf.nest.flatten(theirs), strict=True):
-            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert_same_draws(
+            fresh.sample_prioritized(16, 0.3, transitions=True),
+            replay.sample_prioritized(16, 0.3, transitions=True),
+        )
 
 
 # --- RainbowAgent ------------------------------------------------------------------------

@@ -15,19 +15,18 @@ import pytest
 
 from tests.conftest import REPO, bindings, read_metrics, train_cli
 from tests.test_atari_pipeline import SMOKE_RUN
-from tests.test_resume import assert_same_run, complete_checkpoints, resumed_from, wait_for
+from tests.test_resume import (
+    SPLIT_RUN,
+    assert_same_run,
+    complete_checkpoints,
+    resumed_from,
+    wait_for,
+)
 
+# test_resume's split run, on Rainbow's network.
 RAINBOW_RUN = [
-    "train.total_env_steps=3_000",
-    "train.initial_collect_steps=300",
-    "train.collect_steps_per_iteration=50",
-    "train.train_steps_per_iteration=25",
-    "train.eval_interval=700",
-    "train.eval_episodes=3",
-    "train.checkpoint_interval=400",
-    "train.checkpoints_to_keep=2",
+    *(binding for binding in SPLIT_RUN if not binding.startswith("TorchInitQNetwork")),
     "DuelingCategoricalQNetwork.fc_layer_params=(32,)",
-    "train.seed=5",
 ]
 
 
@@ -78,7 +77,7 @@ def test_checkpointed_priorities_are_the_agents_errors(reference: Path):
     assert np.unique(live).size > 1_000
     assert info["max_priority"] > 1.0 and live.max() <= info["max_priority"]
     rows = read_metrics(reference)
-    assert rows[-1]["env_steps"] == 3_000
+    assert rows[-1]["env_steps"] == 4_000
 
 
 def test_rainbow_breakout_starts_and_trains(tmp_path: Path):
