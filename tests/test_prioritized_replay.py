@@ -179,7 +179,7 @@ def test_frame_stack_windows_drawn_by_priority_are_the_recorded_ones_at_their_fr
     keys = np.flatnonzero(np.asarray(index.tree.leaves) > 0)
     index.update(keys, np.random.default_rng(6).exponential(2.0, keys.size))
     counts = np.zeros(index.tree.capacity)
-    for _ in range(400):
+    for _ in range(150):
         *leaves, drawn, weights = replay._sample_flat_prioritized(64, True, 0.5)
         counts += np.bincount(drawn, minlength=counts.size)
         lanes_, items = index._locate(drawn)
