@@ -30,6 +30,7 @@ TINY_BREAKOUT = [
     "train.replay_capacity=1_000",
     "train.checkpoint_interval=200",
     "load_atari.max_episode_frames=2_000",
+    "train.final_eval_episodes=2",  # drq_breakout.gin's 100 final games took most of its minute
 ]
 TINY_ON_POLICY = [
     "PPOClipAgent.num_epochs=2",  # PPO's 20 epochs take most of a tiny run's time
