@@ -58,10 +58,15 @@ def check_targets(transition, stream: Stream, lanes, items, n: int) -> None:
         assert int(transition.action_step.action[i]) == stream.actions[lane, t]
 
 
-def fill_both(stream: Stream, lanes: int, capacity: int, n: int, k: int, frame_shape):
+def fill_both(
+    stream: Stream, lanes: int, capacity: int, n: int, k: int, frame_shape, seed: int = 0,
+    classes: tuple[type, type] = (FrameStackReplay, UniformReplay),
+):  # fmt: skip
+    """A frame-stack and a TF-Agents buffer (`classes`) holding the same stream."""
     spec = collect_spec(frame_shape, k)
-    frame_stack = FrameStackReplay(spec, lanes, capacity, num_steps=n + 1, gamma=GAMMA)
-    uniform = UniformReplay(spec, lanes, capacity, num_steps=n + 1, gamma=GAMMA)
+    frame_stack_class, uniform_class = classes
+    frame_stack = frame_stack_class(spec, lanes, capacity, seed=seed, num_steps=n + 1, gamma=GAMMA)
+    uniform = uniform_class(spec, lanes, capacity, seed=seed, num_steps=n + 1, gamma=GAMMA)
     frame_stack.add_numpy(stream.trajectories(0, stream.items))
     add = tf.function(uniform.add_batch, autograph=False)
     for t in range(stream.items):

@@ -24,7 +24,7 @@ from pipeline.prioritized_replay import (
 from pipeline.rainbow import RainbowAgent
 from pipeline.sum_tree import SumTree
 from tests.replay_streams import LAST, Stream, collect_spec
-from tests.test_nstep import GAMMA, check_targets, transitions
+from tests.test_nstep import GAMMA, check_targets, fill_both, transitions
 
 # --- the sum tree -----------------------------------------------------------------------
 
@@ -156,19 +156,10 @@ def test_importance_weights_are_normalised_and_beta_anneals_to_one():
 
 
 def filled(stream: Stream, lanes: int, capacity: int, n: int, seed: int = 0):
-    spec = collect_spec((3, 2), 4)
-    frame_stack = PrioritizedFrameStackReplay(
-        spec, lanes, capacity, seed=seed, num_steps=n + 1, gamma=GAMMA
-    )
-    frame_stack.add_numpy(stream.trajectories(0, stream.items))
-    uniform = PrioritizedUniformReplay(
-        spec, lanes, capacity, seed=seed, num_steps=n + 1, gamma=GAMMA
-    )
-    add = tf.function(uniform.add_batch, autograph=False)
-    every = stream.trajectories(0, stream.items)
-    for t in range(stream.items):
-        add(tf.nest.map_structure(lambda x, t=t: tf.constant(x[:, t]), every))
-    return frame_stack, uniform
+    return fill_both(
+        stream, lanes, capacity, n, 4, (3, 2), seed=seed,
+        classes=(PrioritizedFrameStackReplay, PrioritizedUniformReplay),
+    )  # fmt: skip
 
 
 def test_frame_stack_windows_drawn_by_priority_are_the_recorded_ones_at_their_frequencies():
