@@ -4,6 +4,7 @@ This package knows nothing of agents; it turns gymnasium ids and Atari games int
 `PyEnvironment`s with faithful specs and episode-end semantics.
 """
 
+import pipeline  # noqa: F401  (first: prepares the TensorFlow stack and a quiet start)
 from envs.atari import AtariDqnPreprocessing, load_atari, resolve_game
 from envs.atari_vector import AtariBatchedEnvironment
 from envs.errors import UnknownEnvError, UserError

@@ -1,5 +1,6 @@
 """TF-Agents experiment pipeline: gin-configured collect-train-eval runs."""
 
-from pipeline import quiet
+from pipeline import quiet, stack
 
+stack.prepare()
 quiet.apply()

@@ -69,19 +69,37 @@ def run_case(module, args: list[str], cwd: str) -> dict:
 
                 cli.run(module.main)
         except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            code = _exit_code(stop)
         except BaseException:  # noqa: BLE001 - what a user would see as a traceback
             escaped = traceback.format_exc()
             code = None
     return {"code": code, "stdout": texts[1], "stderr": texts[2] + escaped}
 
 
+def _exit_code(stop: SystemExit) -> int:
+    return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+
+
+def import_cli(module_name: str):
+    """(module, None), or (None, the result of every case) where the import itself exits: a
+    mode this stack cannot run (the distributed mode without Reverb) refuses on import."""
+    with _captured_fds() as texts:
+        try:
+            return importlib.import_module(module_name), None
+        except SystemExit as stop:
+            code = _exit_code(stop)
+    return None, {"code": code, "stdout": texts[1], "stderr": texts[2]}
+
+
 def main() -> None:
     module_name, cases_file, results_file = sys.argv[1:4]
-    module = importlib.import_module(module_name)
+    cases = json.loads(Path(cases_file).read_text())
+    module, refused = import_cli(module_name)
+    if module is None:
+        Path(results_file).write_text(json.dumps([refused] * len(cases)))
+        return
     if module_name == "pipeline.sweep":
         module.define_flags()  # the sweep CLI defines its flags only when run
-    cases = json.loads(Path(cases_file).read_text())
     results = [run_case(module, case["args"], case["cwd"]) for case in cases]
     Path(results_file).write_text(json.dumps(results))
 

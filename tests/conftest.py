@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import pipeline  # noqa: F401  (before any test imports TF-Agents: prepares either stack)
+from pipeline import stack
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A run small enough for a test: a few thousand steps, few eval episodes.
@@ -42,6 +45,12 @@ def bindings(*items: str) -> list[str]:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+requires_reverb = pytest.mark.skipif(
+    not stack.reverb_installed(),
+    reason="Reverb (dm-reverb 0.14) exists only on the pinned stack (Python 3.11, TF 2.15)",
+)
 
 
 @pytest.fixture(scope="session")

@@ -144,6 +144,7 @@ def fill(replay, spec, lanes: int, steps: int) -> None:
     rng = np.random.default_rng(0)
     for t in range(steps):
         step_type = np.full([lanes], 0 if t % 9 == 0 else 1, np.int32)
+        next_step_type = np.full([lanes], 0 if (t + 1) % 9 == 0 else 1, np.int32)
         obs_spec = spec.observation
         obs = rng.integers(0, 255, [lanes, *obs_spec.shape]).astype(obs_spec.dtype.as_numpy_dtype)
         replay.add_batch(
@@ -152,9 +153,7 @@ def fill(replay, spec, lanes: int, steps: int) -> None:
                 observation=tf.constant(obs),
                 action=tf.constant(rng.integers(0, 2, [lanes])),
                 policy_info=(),
-                next_step_type=tf.constant(
-                    np.where((t + 1) % 9 == 0, 0, 1) * np.ones(lanes, np.int32)
-                ),
+                next_step_type=tf.constant(next_step_type),
                 reward=tf.constant(rng.normal(size=lanes).astype(np.float32)),
                 discount=tf.ones([lanes]),
             )

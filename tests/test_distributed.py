@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, read_metrics
+from tests.conftest import REPO, read_metrics, requires_reverb
+
+pytestmark = requires_reverb
 
 CARTPOLE_BINDINGS = [
     "train.total_env_steps=8_000",

@@ -16,7 +16,8 @@ from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
 OBSERVATIONS = [[0.0, 0.0, 0.0, 0.0], [0.1, -0.5, 0.05, 0.8], [-0.2, 0.3, -0.1, -0.9]]
 LOAD_WITHOUT_PIPELINE = """
-import json, sys
+import json, sys, types
+sys.modules.setdefault("gym", types.ModuleType("gym"))  # the current stack has no gym
 import numpy as np, tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 policy = tf.saved_model.load(sys.argv[1])
