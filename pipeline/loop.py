@@ -102,8 +102,12 @@ class TrainingLoop:
                 [env_loader(seed=seed * num_envs + i, training=True) for i in range(num_envs)],
                 multithreading=False,
             )
+        if not train_env.batched:
+            # TFPyEnvironment would wrap it with a thread pool that one env never uses, whose
+            # finalizer fails at interpreter exit on Python 3.12 after an early refusal.
+            train_env = batched_py_environment.BatchedPyEnvironment([train_env], False)
         self.train_env = tf_py_environment.TFPyEnvironment(train_env)
-        first = train_env.envs[0] if num_envs > 1 else train_env
+        first = getattr(train_env, "envs", [train_env])[0]
         self.env_description = getattr(first, "description", type(first).__name__)
         most = max(eval_episodes, final_eval_episodes)
         self.evaluator = Evaluator(
