@@ -25,6 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+import pipeline  # noqa: E402, F401  (first: prepares the TensorFlow stack, quiet start)
+
+# isort: split
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tf_agents.specs import tensor_spec  # noqa: E402

@@ -39,6 +39,9 @@ def rss() -> int:
 
 
 def collect_spec():
+    import pipeline  # noqa: F401  (first: prepares the TensorFlow stack, quiet start)
+
+    # isort: split
     import tensorflow as tf
     from tf_agents.specs import tensor_spec
     from tf_agents.trajectories import policy_step, trajectory
