@@ -19,7 +19,6 @@ and `envs/__init__.py` imports `pipeline` first for that reason.
 
 import os
 import sys
-import types
 from importlib import metadata, util
 from types import ModuleType
 
@@ -37,8 +36,7 @@ def prepare() -> None:
     if util.find_spec("tf_keras") is not None:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     if "gym" not in sys.modules and util.find_spec("gym") is None:
-        stand_in = types.ModuleType("gym", GYM_STAND_IN_DOC)
-        sys.modules["gym"] = stand_in
+        sys.modules["gym"] = ModuleType("gym", GYM_STAND_IN_DOC)
     if int(metadata.version("numpy").split(".")[0]) >= 2:
         import_hook.around_import("tf_agents.specs.tensor_spec", _widen_uint8_sampling)
 
@@ -78,5 +76,6 @@ def reverb_installed() -> bool:
 def require_reverb() -> None:
     """One `error:` line and exit status 2 where Reverb cannot be installed, not a traceback."""
     if not reverb_installed():
-        print(f"error: {REVERB_MISSING}", file=sys.stderr)
-        raise SystemExit(2)
+        from pipeline import cli
+
+        cli.fail(REVERB_MISSING)
