@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from tf_agents.environments import py_environment
 from tf_agents.environments import utils as env_utils
 from tf_agents.trajectories.time_step import StepType
 
@@ -44,6 +45,21 @@ def test_truncation_keeps_the_discount():
     steps = [env.step(np.int64(i % 2)) for i in range(4)]  # alternating keeps it upright
     assert [s.step_type for s in steps] == [StepType.MID] * 3 + [StepType.LAST]
     assert [float(s.discount) for s in steps] == pytest.approx([0.9] * 4)
+
+
+def test_reset_rule_is_tf_agents_own_after_truncation_and_restore():
+    """The bridge's cheap `should_reset` answers as TF-Agents' on FIRST, MID and LAST steps,
+    and a state saved on a LAST step resets on the next step once restored."""
+    env = envs.load_gymnasium("CartPole-v1", seed=0, max_episode_steps=3)
+    steps = [env.reset(), *[env.step(np.int64(i % 2)) for i in range(3)]]
+    assert [s.step_type for s in steps] == [StepType.FIRST, *[StepType.MID] * 2, StepType.LAST]
+    for step in steps:
+        ours, theirs = env.should_reset(step), py_environment.PyEnvironment.should_reset(env, step)
+        assert ours == bool(theirs) == (step.step_type == StepType.LAST)
+    saved = env.get_state()
+    assert env.step(np.int64(0)).step_type == StepType.FIRST
+    env.set_state(saved)
+    assert env.step(np.int64(0)).step_type == StepType.FIRST
 
 
 def rollout(env, actions):
