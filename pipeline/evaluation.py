@@ -10,6 +10,7 @@ import tensorflow as tf
 from tf_agents.policies import py_policy, py_tf_eager_policy, tf_policy
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
+from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories.time_step import StepType
 from tf_agents.utils import nest_utils
 
@@ -65,43 +66,89 @@ class Evaluator:
         envs = self._envs[:n]
         for env, seed in zip(envs, self._seeds[:n], strict=True):
             env.seed(seed)
-        returns = np.zeros(n, np.float64)
-        lengths = np.zeros(n, np.int64)
-        running = np.ones(n, bool)
-        time_steps = [env.reset() for env in envs]
+        games = _Lockstep(envs)
+        if isinstance(policy, CompiledPyPolicy) and observer is None:
+            return games.play_in_graph(policy, should_stop)
         if observer is not None:
             for i, env in enumerate(envs):
                 observer(i, env)
         policy_state = policy.get_initial_state(n)
         stateless = not tf.nest.flatten(policy_state)
-        while running.any():
+        while games.running.any():
             if should_stop():
                 return None
-            live = np.flatnonzero(running)
+            live = np.flatnonzero(games.running)
             if stateless:  # only the games still running, padded to a power of two
-                rows = _padded(live, n)
-                action_step = policy.action(
-                    nest_utils.stack_nested_arrays([time_steps[i] for i in rows]), ()
-                )
-                actions = np.zeros(n, np.int64)
-                actions[live] = np.asarray(action_step.action)[: live.size]
+                action_step = policy.action(games.policy_rows(), ())
+                games.advance(np.asarray(action_step.action)[: live.size], observer)
             else:  # a policy with state sees every env, as it was built for
-                batch = nest_utils.stack_nested_arrays(time_steps)
+                batch = nest_utils.stack_nested_arrays(games.time_steps)
                 action_step = policy.action(batch, policy_state)
                 policy_state = action_step.state
-                actions = np.asarray(action_step.action)
-            for i in live:  # finished envs wait; their actions are ignored
-                time_steps[i] = envs[i].step(actions[i])
-                returns[i] += time_steps[i].reward
-                lengths[i] += 1
-                running[i] = time_steps[i].step_type != StepType.LAST
-                if observer is not None:
-                    observer(i, envs[i])
-        return EpisodeStats(returns=returns, lengths=lengths)
+                games.advance(np.asarray(action_step.action)[live], observer)
+        return games.stats()
 
     def close(self) -> None:
         for env in self._envs:
             env.close()
+
+
+class _Lockstep:
+    """One evaluation's games, advanced one step for all at a time; finished ones wait."""
+
+    def __init__(self, envs: Sequence[GymnasiumEnvironment]):
+        self._envs = list(envs)
+        n = len(self._envs)
+        self.returns = np.zeros(n, np.float64)
+        self.lengths = np.zeros(n, np.int64)
+        self.running = np.ones(n, bool)
+        self.time_steps = [env.reset() for env in self._envs]
+
+    def policy_rows(self) -> ts.TimeStep:
+        """The running games' time steps, stacked and padded by `_padded`."""
+        rows = _padded(np.flatnonzero(self.running), len(self._envs))
+        return nest_utils.stack_nested_arrays([self.time_steps[i] for i in rows])
+
+    def advance(self, actions: np.ndarray, observer=None) -> None:
+        """Steps each running game with its action (`actions` in the order of the games)."""
+        live = np.flatnonzero(self.running)
+        chosen = np.zeros(len(self._envs), np.int64)
+        chosen[live] = actions
+        for i in live:
+            step = self.time_steps[i] = self._envs[i].step(chosen[i])
+            self.returns[i] += step.reward
+            self.lengths[i] += 1
+            self.running[i] = step.step_type != StepType.LAST
+            if observer is not None:
+                observer(i, self._envs[i])
+
+    def stats(self) -> EpisodeStats:
+        return EpisodeStats(returns=self.returns, lengths=self.lengths)
+
+    def play_in_graph(
+        self, policy: CompiledPyPolicy, should_stop: Callable[[], bool]
+    ) -> EpisodeStats | None:
+        """The same moves as `Evaluator.run`'s loop, with the policy calls in one TF loop:
+        a step then costs no Python dispatch of the policy (about half an evaluation's time
+        on CartPole). None if `should_stop()` turned true before the games ended."""
+        first = policy.flat_inputs(self.policy_rows())
+        empty = [value[:0] for value in first]
+        stopped = False
+
+        def step(actions: np.ndarray) -> list[np.ndarray]:
+            nonlocal stopped
+            self.advance(np.asarray(actions)[: np.count_nonzero(self.running)])
+            if not self.running.any():
+                return [np.asarray(True), *empty]
+            stopped = should_stop()
+            if stopped:
+                return [np.asarray(True), *empty]
+            return [np.asarray(False), *policy.flat_inputs(self.policy_rows())]
+
+        if should_stop():
+            return None
+        policy.play(first, step)
+        return None if stopped else self.stats()
 
 
 class CompiledPyPolicy(py_policy.PyPolicy):
@@ -128,17 +175,52 @@ class CompiledPyPolicy(py_policy.PyPolicy):
         def action(*flat: tf.Tensor):
             return policy.action(tf.nest.pack_sequence_as(specs, list(flat))).action
 
-        self._action_fn = tf.function(action, autograph=False).get_concrete_function(
-            *tf.nest.flatten(specs)
-        )
-        self._dtypes = [spec.dtype.as_numpy_dtype for spec in tf.nest.flatten(specs)]
+        flat_specs = tf.nest.flatten(specs)
+        self._action_fn = tf.function(action, autograph=False).get_concrete_function(*flat_specs)
+        self._dtypes = [spec.dtype.as_numpy_dtype for spec in flat_specs]
 
-    def _action(self, time_step, policy_state):
-        flat = [
+        def play(*first: tf.Tensor) -> tf.Tensor:
+            """Policy, then `self._step` (Python), until `_step` says the games are over."""
+
+            def body(done, *flat):
+                actions = self._action_fn(*flat)
+                out = tf.numpy_function(
+                    lambda a: self._step(a), [actions], [tf.bool, *[s.dtype for s in flat_specs]]
+                )
+                out[0].set_shape([])
+                for value, spec in zip(out[1:], flat_specs, strict=True):
+                    value.set_shape(spec.shape)
+                return tuple(out)
+
+            invariants = (tf.TensorShape([]), *[spec.shape for spec in flat_specs])
+            return tf.while_loop(
+                lambda done, *_: tf.logical_not(done),
+                body,
+                (tf.constant(False), *first),
+                shape_invariants=invariants,
+                parallel_iterations=1,
+            )[0]
+
+        self._play_fn = tf.function(play, autograph=False).get_concrete_function(*flat_specs)
+        self._step: Callable[[np.ndarray], list[np.ndarray]] | None = None
+
+    def flat_inputs(self, time_step: ts.TimeStep) -> list[np.ndarray]:
+        return [
             np.asarray(value, dtype)
             for value, dtype in zip(tf.nest.flatten(time_step), self._dtypes, strict=True)
         ]
-        action = tf.nest.map_structure(np.asarray, self._action_fn(*flat))
+
+    def play(self, first: list[np.ndarray], step: Callable[[np.ndarray], list]) -> None:
+        """Calls the policy on `first`, then on each list `step(actions)` returns, inside one
+        graph loop; `step` returns `[done, *next inputs]` and the loop ends when done."""
+        self._step = step
+        try:
+            self._play_fn(*first)
+        finally:
+            self._step = None
+
+    def _action(self, time_step, policy_state):
+        action = tf.nest.map_structure(np.asarray, self._action_fn(*self.flat_inputs(time_step)))
         return policy_step.PolicyStep(action, policy_state, ())
 
 

@@ -42,3 +42,18 @@ def test_a_seeded_run_is_accepted_by_the_cli(tmp_path):
     result = cartpole_solve.run_seed("dqn_toy_mdp.gin", 3, tiny, tmp_path / "run")
     assert result["seed"] == 3 and result["rows"][-1]["env_steps"] == 300
     assert "train.seed = 3" in (tmp_path / "run" / "config.gin").read_text()
+
+
+def test_eval_bench_plays_full_games_the_same_on_both_paths():
+    """scripts/bench/eval_throughput.py: its balancing linear Q-network lasts all 500 steps,
+    and it checks the in-graph and Python evaluations agree before it times them."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "scripts/bench/eval_throughput.py", "--episodes=2", "--rounds=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("2 CartPole games, mean return 500.0, 1,000 env steps")
+    assert lines[-1].startswith("graph : python ")

@@ -83,3 +83,36 @@ def test_exports_follow_the_first_the_checkpointed_and_the_last_evaluation(tmp_p
     assert [r["env_steps"] for r in rows] == list(range(250, 2_001, 250))
     assert exported == [250, 1_000, 2_000]
     assert (run.root_dir / "policy").resolve().name == "step-000000002000"
+
+
+def test_evaluation_in_one_graph_loop_plays_exactly_the_python_loop(tmp_path: Path):
+    """Same returns and lengths with the policy calls in one TF loop (what evaluations use)
+    as with the Python loop (what a filmed evaluation uses), greedy and with noise drawn per
+    call; and a stop request mid-evaluation gives None in both."""
+    import envs
+    from pipeline.evaluation import Evaluator
+
+    run = _cartpole_run(tmp_path / "run")
+    rng = tf.random.Generator.from_seed(5)
+    noisy = EpsilonGreedyPolicy(run.agent.policy, 0.3, rng, "eval")
+    seeds = list(range(100, 112))
+    evaluator = Evaluator([envs.load_gymnasium("CartPole-v1") for _ in seeds], seeds)
+    for policy in (CompiledPyPolicy(run.agent.policy), CompiledPyPolicy(noisy)):
+        rng.reset_from_seed(5)
+        in_graph = evaluator.run(policy)
+        rng.reset_from_seed(5)
+        filmed: list[int] = []
+        in_python = evaluator.run(policy, observer=lambda i, env, seen=filmed: seen.append(i))
+        assert len(set(in_graph.lengths)) > 1  # games end apart: the padding is exercised
+        np.testing.assert_array_equal(in_graph.returns, in_python.returns)
+        np.testing.assert_array_equal(in_graph.lengths, in_python.lengths)
+        assert len(filmed) == len(seeds) + in_python.lengths.sum()
+        for observer in (None, lambda i, env: None):
+            asked: list[int] = []
+
+            def stop(asked=asked) -> bool:
+                asked.append(1)
+                return len(asked) > 3
+
+            assert evaluator.run(policy, should_stop=stop, observer=observer) is None
+            assert len(asked) == 4

@@ -1,0 +1,93 @@
+"""How fast is an evaluation: the policy calls in one graph loop against the Python loop?
+
+Builds dqn_cartpole.gin's agent with a linear Q-network (`TorchInitQNetwork.fc_layer_params=()`)
+whose weights are set so the greedy action is the balancing rule of
+`CartPoleHeuristicPyPolicy` (push right iff angle + 0.5 x angular velocity > 0), so every
+game lasts the full 500 steps, as a solved policy's do. Then plays the same `--episodes`
+seeded games, in alternating rounds, through both paths of `Evaluator.run`:
+
+  graph   what every evaluation of a stateless policy uses: the policy calls and the env
+          steps (a `numpy_function`) in one TensorFlow loop;
+  python  the loop a filmed evaluation uses: one compiled policy call per step.
+
+Checks the two give the same returns and lengths, and prints env steps/s for each and the
+ratio graph : python.
+
+    .venv/bin/python scripts/bench/eval_throughput.py [--episodes=20] [--rounds=5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import pipeline  # noqa: E402, F401  (first: prepares the TensorFlow stack, quiet start)
+
+# isort: split
+import gin  # noqa: E402
+import numpy as np  # noqa: E402
+
+import envs  # noqa: E402
+from pipeline import config  # noqa: E402
+from pipeline.evaluation import CompiledPyPolicy, Evaluator  # noqa: E402
+from pipeline.experiment import Experiment  # noqa: E402
+
+
+def balancing_policy() -> CompiledPyPolicy:
+    """The greedy policy of a linear Q-network with Q(s, right) - Q(s, left) = s . w."""
+    gin.clear_config()
+    config.parse(["dqn_cartpole.gin"], ["TorchInitQNetwork.fc_layer_params=()"])
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Experiment(tmp)
+    kernel, bias = run.agent._q_network.trainable_variables
+    kernel.assign(np.array([[0, 0], [0, 0], [0, 1], [0, 0.5]], np.float32))
+    bias.assign(np.zeros(2, np.float32))
+    gin.clear_config()
+    return CompiledPyPolicy(run.agent.policy)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=20, help="games per evaluation")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds each")
+    args = parser.parse_args()
+    policy = balancing_policy()
+    seeds = list(range(1_000, 1_000 + args.episodes))
+    evaluator = Evaluator([envs.load_gymnasium("CartPole-v1") for _ in seeds], seeds)
+    paths = {
+        "graph": lambda: evaluator.run(policy),
+        "python": lambda: evaluator.run(policy, observer=lambda i, env: None),
+    }
+    results = {name: play() for name, play in paths.items()}  # traces, and the check
+    graph, python = results["graph"], results["python"]
+    if not (
+        np.array_equal(graph.returns, python.returns)
+        and np.array_equal(graph.lengths, python.lengths)
+    ):
+        raise SystemExit("error: the two paths played different games")
+    steps = int(graph.lengths.sum())
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(args.rounds):
+        for name, play in paths.items():
+            start = time.perf_counter()
+            play()
+            times[name].append(time.perf_counter() - start)
+    rate = {name: steps / statistics.median(t) for name, t in times.items()}
+    print(
+        f"{args.episodes} CartPole games, mean return {graph.returns.mean():.1f}, {steps:,} env "
+        f"steps per evaluation, {args.rounds} alternating rounds, medians; same games: yes"
+    )
+    for name, value in rate.items():
+        print(f"{name:8s} {value:10,.0f} env steps/s  ({statistics.median(times[name]):.3f} s)")
+    print(f"graph : python {rate['graph'] / rate['python']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
