@@ -24,6 +24,7 @@ from tests.conftest import REPO, read_metrics, requires_reverb
 pytestmark = requires_reverb
 
 CARTPOLE_BINDINGS = [
+    "DqnAgent.n_step_update=1",  # the replay server stores 2-step items (README)
     "train.total_env_steps=8_000",
     "train.eval_interval=2_000",
     "train.eval_episodes=5",
@@ -31,6 +32,7 @@ CARTPOLE_BINDINGS = [
     "distributed.server_checkpoint_interval_s=5.0",
     "distributed.prioritized=True",
 ]
+ONE_STEP = f"--gin_bindings={CARTPOLE_BINDINGS[0]}"
 CARTPOLE = ["--gin_file=dqn_cartpole.gin", *[f"--gin_bindings={b}" for b in CARTPOLE_BINDINGS]]
 RANDOM_CARTPOLE = 22.4  # mean return of uniform-random play (scripts/bench/baselines.py)
 
@@ -173,7 +175,7 @@ def test_busy_port_is_refused_with_one_line(tmp_path):
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "pipeline.distributed.launch", "--gin_file=dqn_cartpole.gin",
-             f"--root_dir={tmp_path / 'run'}", f"--port={port}"],
+             ONE_STEP, f"--root_dir={tmp_path / 'run'}", f"--port={port}"],
             cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert result.returncode == 2, result.stderr
@@ -190,7 +192,7 @@ def test_unreachable_server_fails_within_the_timeout():
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.distributed.collector", "--gin_file=dqn_cartpole.gin",
-         "--gin_bindings=distributed.connect_timeout_s=3", f"--server=localhost:{port}"],
+         ONE_STEP, "--gin_bindings=distributed.connect_timeout_s=3", f"--server=localhost:{port}"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
@@ -214,7 +216,7 @@ def test_bad_distributed_settings_are_refused(tmp_path, binding, message):
     port = free_port()
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.distributed.server", "--gin_file=dqn_cartpole.gin",
-         f"--gin_bindings={binding}", f"--root_dir={tmp_path / 'run'}", f"--port={port}"],
+         ONE_STEP, f"--gin_bindings={binding}", f"--root_dir={tmp_path / 'run'}", f"--port={port}"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
@@ -224,13 +226,13 @@ def test_bad_distributed_settings_are_refused(tmp_path, binding, message):
 
 @pytest.mark.parametrize(
     "gin_file, ratio",
-    [("dqn_cartpole.gin", 64 * 128 / 256), ("dqn_breakout.gin", 32 * 1 / 4)],
+    [("dqn_cartpole.gin", 64 * 32 / 64), ("dqn_breakout.gin", 32 * 1 / 4)],
 )
 def test_rate_limiter_holds_the_single_process_update_ratio(gin_file, ratio, tmp_path):
     from pipeline import config
     from pipeline.distributed import common
 
-    config.parse([gin_file], ["train.replay_capacity=1_000"])
+    config.parse([gin_file], ["train.replay_capacity=1_000", "DqnAgent.n_step_update=1"])
     experiment = common.RoleExperiment(tmp_path)
     replay = common.build_tables(experiment, common.settings())[0]
     limiter = replay.info.rate_limiter_info
@@ -245,13 +247,13 @@ def test_role_with_other_settings_than_the_server_is_refused(tmp_path):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "pipeline.distributed.server", "--gin_file=dqn_cartpole.gin",
-         f"--root_dir={tmp_path / 'run'}", f"--port={port}"],
+         ONE_STEP, f"--root_dir={tmp_path / 'run'}", f"--port={port}"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         result = subprocess.run(
             [sys.executable, "-m", "pipeline.distributed.collector", "--gin_file=dqn_cartpole.gin",
-             "--gin_bindings=train.batch_size=32", f"--server=localhost:{port}"],
+             ONE_STEP, "--gin_bindings=train.batch_size=32", f"--server=localhost:{port}"],
             cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     finally:

@@ -23,6 +23,7 @@ from tests.test_slurm import slurm_cluster  # noqa: F401 (the fixture)
 pytestmark = requires_reverb
 
 SMALL = [
+    "DqnAgent.n_step_update=1",  # the replay server stores 2-step items (README)
     "train.total_env_steps=4000",
     "train.eval_interval=2000",
     "train.eval_episodes=3",

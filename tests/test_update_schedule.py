@@ -11,15 +11,16 @@ from tests.conftest import REPO, bindings, read_metrics, train_cli
 
 
 def test_rounds_end_at_multiples_of_the_collection_length():
-    """dqn_cartpole.gin: random until 1,000, then 128 updates at 1,024, 1,280, ... (SB3's)."""
+    """dqn_cartpole.gin: random until 1,000, then 32 updates at 1,024, 1,088, ... (rounds of
+    64 steps counted from step 0, as SB3 counts its rounds of 256)."""
     try:
         config.parse(["dqn_cartpole.gin"], [])
         run = experiment.Experiment("unused-root")
     finally:
         gin.clear_config()
-    due = {steps: run._updates_due(steps) for steps in (999, 1_000, 1_023, 1_024, 1_279, 1_280)}
-    assert due == {999: 0, 1_000: 0, 1_023: 0, 1_024: 128, 1_279: 128, 1_280: 256}
-    assert run._updates_due(50_000) == (50_000 // 256 - 1_000 // 256) * 128
+    due = {steps: run._updates_due(steps) for steps in (999, 1_000, 1_023, 1_024, 1_087, 1_088)}
+    assert due == {999: 0, 1_000: 0, 1_023: 0, 1_024: 32, 1_087: 32, 1_088: 64}
+    assert run._updates_due(50_000) == (50_000 // 64 - 1_000 // 64) * 32 == 24_512
 
 
 def test_an_evaluation_inside_a_round_does_not_split_its_updates(tmp_path: Path):

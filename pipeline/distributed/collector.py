@@ -1,7 +1,7 @@
 """A collector: plays the gin file's environment and sends every transition to the server.
 
     python -m pipeline.distributed.collector --gin_file=dqn_cartpole.gin --server=HOST:PORT \
-        --index=0
+        --index=0 --gin_bindings=DqnAgent.n_step_update=1
 
 It builds the same experiment as one process (env, agent, ε-greedy collect policy) with its
 own seed, pulls the learner's weights and env-step count every

@@ -1,7 +1,7 @@
 """Starts a distributed run and keeps it going: server, learner and N collectors.
 
     python -m pipeline.distributed.launch --gin_file=dqn_cartpole.gin --num_collectors=2 \
-        --root_dir=runs/cartpole-dist
+        --gin_bindings=DqnAgent.n_step_update=1 --root_dir=runs/cartpole-dist
 
 Locally every role is a child process on loopback. Inside a Slurm allocation
 (`--backend=srun`, what `pipeline.distributed.slurm` submits) every role is a job step on the

@@ -1,7 +1,7 @@
 """The learner: trains from the Reverb server, pushes weights, owns the run directory.
 
     python -m pipeline.distributed.learner --gin_file=dqn_cartpole.gin --root_dir=RUN \
-        --server=HOST:PORT
+        --server=HOST:PORT --gin_bindings=DqnAgent.n_step_update=1
 
 It is the single-process loop (`pipeline.loop` via `Experiment`) with another data path:
 environment steps are the transitions the server has received from all collectors, and each

@@ -1,6 +1,7 @@
 """The Reverb replay server: transitions, the newest weights and episode summaries.
 
-    python -m pipeline.distributed.server --gin_file=dqn_cartpole.gin --root_dir=RUN --port=8000
+    python -m pipeline.distributed.server --gin_file=dqn_cartpole.gin --root_dir=RUN --port=8000 \
+        --gin_bindings=DqnAgent.n_step_update=1
 
 The tables follow from the gin files (see `common.build_tables`). The server checkpoints its
 tables into `<root_dir>/reverb/` every `distributed.server_checkpoint_interval_s` and when it

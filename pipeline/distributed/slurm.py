@@ -1,7 +1,8 @@
 """Submits a distributed run (server, learner, N collectors) as one Slurm batch job.
 
     python -m pipeline.distributed.slurm --gin_file=dqn_cartpole.gin --root_dir=runs/dist \
-        --num_collectors=2 [--partition=P --time=2:00:00 --mem=8G --cpus_per_task=2] [--dry_run]
+        --gin_bindings=DqnAgent.n_step_update=1 --num_collectors=2 \
+        [--partition=P --time=2:00:00 --mem=8G --cpus_per_task=2] [--dry_run]
 
 The settings are checked here, before anything is written or queued. The job is one
 allocation of num_collectors + 2 tasks, one per role; inside it `pipeline.distributed.launch
