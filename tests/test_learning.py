@@ -21,7 +21,8 @@ def test_dqn_cartpole_learns_within_10k_steps(tmp_path: Path):
     rows = read_metrics(run_dir)
     assert rows[0]["env_steps"] == 0 and rows[0]["eval_return_mean"] < 2 * RANDOM_POLICY_RETURN
     best = max(r["eval_return_mean"] for r in rows[1:])
-    # Across seeds 0-4 the best evaluation in the first 10k steps was 135-297 (mean of 20).
+    # Seed 0's best evaluation in the first 10k steps over 20 episodes: 231.7 (2026-12-02);
+    # with the Zoo's settings seeds 0-4 gave 135-297.
     assert best >= 100, [r["eval_return_mean"] for r in rows]
     final_line = result.stdout.strip().splitlines()[-1]
     assert final_line.startswith("final eval return") and f"best {best:.1f} at" in final_line
