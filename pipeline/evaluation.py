@@ -109,7 +109,11 @@ class _Lockstep:
         rows = _padded(np.flatnonzero(self.running), len(self._envs))
         return nest_utils.stack_nested_arrays([self.time_steps[i] for i in rows])
 
-    def advance(self, actions: np.ndarray, observer=None) -> None:
+    def advance(
+        self,
+        actions: np.ndarray,
+        observer: Callable[[int, GymnasiumEnvironment], None] | None = None,
+    ) -> None:
         """Steps each running game with its action (`actions` in the order of the games)."""
         live = np.flatnonzero(self.running)
         chosen = np.zeros(len(self._envs), np.int64)
