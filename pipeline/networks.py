@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.networks import encoding_network, network, sequential
 
+from envs.errors import UserError
+
 
 @gin.configurable
 class ScaleUint8(tf.keras.layers.Layer):
@@ -37,32 +39,43 @@ class _DuelingNetwork(network.Network):
     def __init__(
         self, input_tensor_spec, action_spec, atoms: int | None, preprocessing_layers,
         conv_layer_params, fc_layer_params, stream_fc_layer_params, activation_fn,
-        kernel_initializer, dtype, name: str,
+        kernel_initializer, dtype, name: str, torch_init: bool = False,
     ):  # fmt: skip
         action_spec = tf.nest.flatten(action_spec)[0]
         self._num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
         super().__init__(input_tensor_spec, state_spec=(), name=name)
         self._atoms = atoms
-        self._encoder = encoding_network.EncodingNetwork(
-            input_tensor_spec,
-            preprocessing_layers=preprocessing_layers,
-            conv_layer_params=conv_layer_params,
-            fc_layer_params=fc_layer_params,
-            activation_fn=activation_fn,
-            kernel_initializer=kernel_initializer,
-            dtype=dtype,
-        )
+        if torch_init:
+            self._encoder = _torch_init_trunk(
+                name, input_tensor_spec, preprocessing_layers, conv_layer_params,
+                kernel_initializer, fc_layer_params, activation_fn, dtype,
+            )  # fmt: skip
+        else:
+            self._encoder = encoding_network.EncodingNetwork(
+                input_tensor_spec,
+                preprocessing_layers=preprocessing_layers,
+                conv_layer_params=conv_layer_params,
+                fc_layer_params=fc_layer_params,
+                activation_fn=activation_fn,
+                kernel_initializer=kernel_initializer,
+                dtype=dtype,
+            )
+        trunk_units = fc_layer_params[-1] if fc_layer_params else None
+
+        def dense(units: int, fan_in: int | None, activation, layer_dtype):
+            if torch_init:
+                return torch_dense(units, fan_in, activation, layer_dtype)
+            return tf.keras.layers.Dense(
+                units, activation, kernel_initializer=kernel_initializer, dtype=layer_dtype
+            )
 
         def stream(units: int, stream_name: str) -> tf.keras.Sequential:
+            fan_ins = [trunk_units, *stream_fc_layer_params]
             hidden = [
-                tf.keras.layers.Dense(
-                    n, activation=activation_fn, kernel_initializer=kernel_initializer, dtype=dtype
-                )
-                for n in stream_fc_layer_params
+                dense(n, fan_in, activation_fn, dtype)
+                for n, fan_in in zip(stream_fc_layer_params, fan_ins, strict=False)
             ]
-            head = tf.keras.layers.Dense(
-                units, kernel_initializer=kernel_initializer, dtype=tf.float32
-            )
+            head = dense(units, fan_ins[len(hidden)], None, tf.float32)
             return tf.keras.Sequential([*hidden, head], name=stream_name)
 
         per_action = atoms or 1
@@ -90,6 +103,13 @@ _DTYPE_DOC = """`dtype` may be a Keras mixed-precision policy ('mixed_bfloat16' 
         outputs (and every loss the agents compute from them) are float32."""
 
 
+_TORCH_INIT_DOC = """
+
+        `torch_init=True` starts every dense layer, biases included, as PyTorch's
+        `nn.Linear` does (`TorchLinearInit`), the start of `TorchInitQNetwork`; MLP trunks only
+        (no convolutions or preprocessing layers), and `kernel_initializer` must stay unset."""
+
+
 @gin.configurable
 class DuelingQNetwork(_DuelingNetwork):
     """Dueling Q-network (Wang et al. 2016): Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a').
@@ -112,14 +132,15 @@ class DuelingQNetwork(_DuelingNetwork):
         kernel_initializer=None,
         dtype: str | tf.DType = tf.float32,
         name: str = "DuelingQNetwork",
+        torch_init: bool = False,
     ):
         super().__init__(
             input_tensor_spec, action_spec, None, preprocessing_layers, conv_layer_params,
             fc_layer_params, stream_fc_layer_params, activation_fn, kernel_initializer, dtype,
-            name,
+            name, torch_init,
         )  # fmt: skip
 
-    __init__.__doc__ = _DTYPE_DOC
+    __init__.__doc__ = _DTYPE_DOC + _TORCH_INIT_DOC
 
 
 @gin.configurable
@@ -190,18 +211,44 @@ def TorchInitQNetwork(  # noqa: N802 (a network class to gin files, like QNetwor
     action_spec = tf.nest.flatten(action_spec)[0]
     num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
 
-    def dense(units: int, fan_in: int, activation) -> tf.keras.layers.Dense:
-        return tf.keras.layers.Dense(
-            units,
-            activation,
-            kernel_initializer=TorchLinearInit(fan_in),
-            bias_initializer=TorchLinearInit(fan_in),
-        )
+    layers, fan_in = _torch_mlp(input_tensor_spec, fc_layer_params, activation_fn)
+    layers.append(torch_dense(num_actions, fan_in, None))
+    return sequential.Sequential(layers, input_spec=input_tensor_spec, name="TorchInitQNetwork")
 
-    layers = [tf.keras.layers.Flatten()]
+
+def torch_dense(units: int, fan_in: int, activation, dtype=None) -> tf.keras.layers.Dense:
+    """A dense layer whose kernel and bias start as `torch.nn.Linear(fan_in, units)`'s."""
+    return tf.keras.layers.Dense(
+        units,
+        activation,
+        kernel_initializer=TorchLinearInit(fan_in),
+        bias_initializer=TorchLinearInit(fan_in),
+        dtype=dtype,
+    )
+
+
+def _torch_mlp(input_tensor_spec, fc_layer_params, activation_fn, dtype=None):
+    """Flatten + PyTorch-initialised dense layers; returns them and the last width."""
+    layers: list = [tf.keras.layers.Flatten(dtype=dtype)]
     fan_in = int(np.prod(input_tensor_spec.shape))
     for units in fc_layer_params:
-        layers.append(dense(units, fan_in, activation_fn))
+        layers.append(torch_dense(units, fan_in, activation_fn, dtype))
         fan_in = units
-    layers.append(dense(num_actions, fan_in, None))
-    return sequential.Sequential(layers, input_spec=input_tensor_spec, name="TorchInitQNetwork")
+    return layers, fan_in
+
+
+def _torch_init_trunk(
+    name, input_tensor_spec, preprocessing_layers, conv_layer_params, kernel_initializer,
+    fc_layer_params, activation_fn, dtype,
+) -> sequential.Sequential:  # fmt: skip
+    """The dueling trunk with `torch_init`: an MLP only, refused with one line otherwise."""
+    if preprocessing_layers is not None or conv_layer_params or kernel_initializer is not None:
+        raise UserError(
+            f"{name}.torch_init=True starts dense layers as PyTorch does and covers MLP trunks "
+            f"only: unset {name}.preprocessing_layers, conv_layer_params and "
+            "kernel_initializer, or drop torch_init"
+        )
+    if not fc_layer_params:
+        raise UserError(f"{name}.torch_init=True needs a trunk: set {name}.fc_layer_params")
+    layers, _ = _torch_mlp(input_tensor_spec, fc_layer_params, activation_fn, dtype)
+    return sequential.Sequential(layers, input_spec=input_tensor_spec, name="trunk")

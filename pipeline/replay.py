@@ -241,15 +241,26 @@ def window_sources(step_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return source.astype(np.int64), ended
 
 
+def window_sources_tf(step_type: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`window_sources` in TF ops, so the update graph holds no Python call (and XLA takes it)."""
+    width = step_type.shape[1]
+    inner = tf.constant([False] + [True] * (width - 2) + [False])  # neither 0 nor the bootstrap
+    last = tf.logical_and(tf.equal(step_type, _LAST), inner)
+    ended = tf.logical_and(tf.cumsum(tf.cast(last, tf.int32), axis=1) > 0, inner)
+    first_last = tf.where(
+        tf.reduce_any(last, axis=1),
+        tf.argmax(tf.cast(last, tf.int32), axis=1, output_type=tf.int64),
+        tf.constant(width, tf.int64),
+    )
+    source = tf.minimum(tf.range(width, dtype=tf.int64)[None, :], first_last[:, None])
+    return source, ended
+
+
 def end_windows_at_episode_ends(window: Trajectory, gamma: float) -> Trajectory:
     """`[n, W, ...]` TF windows cut at their first LAST (see the module docstring)."""
     if tf.compat.dimension_value(window.step_type.shape[1]) == 2:
         return window  # one-step pairs: nothing to cut
-    source, ended = tf.numpy_function(
-        window_sources, [window.step_type], [tf.int64, tf.bool], stateful=False
-    )
-    source.set_shape(window.step_type.shape)
-    ended.set_shape(window.step_type.shape)
+    source, ended = window_sources_tf(window.step_type)
     cut = tf.nest.map_structure(lambda x: tf.gather(x, source, axis=1, batch_dims=1), window)
     return cut._replace(
         reward=tf.where(ended, tf.zeros_like(cut.reward), cut.reward),
@@ -311,8 +322,10 @@ class UniformReplay:
 
     def sample(self, sample_batch_size: int) -> Trajectory:
         buffer, length = self.buffer, self.buffer._max_length
+        # The id without `_get_last_id`'s CriticalSection: one thread adds and samples (the
+        # distributed mode uses Reverb), and the lock is the one op XLA cannot compile.
         low, high = tf_uniform_replay_buffer._valid_range_ids(
-            buffer._get_last_id(), length, num_steps=self.num_steps
+            buffer._last_id.value(), length, num_steps=self.num_steps
         )
         with tf.control_dependencies(
             [tf.debugging.assert_greater(high, low, message="the replay buffer is empty")]

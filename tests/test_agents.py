@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
+from envs.errors import UserError
 from pipeline import config, experiment, on_policy, rundir  # noqa: F401 (on_policy: gin)
 from pipeline.a2c import n_step_returns
 from pipeline.networks import DuelingQNetwork
@@ -79,6 +80,34 @@ def test_dueling_network_shape_and_mean_subtraction_identity():
     np.testing.assert_allclose(tf.reduce_mean(q, -1, keepdims=True), value, rtol=1e-5, atol=1e-6)
     centred = advantage - tf.reduce_mean(advantage, -1, keepdims=True)
     np.testing.assert_allclose(q - tf.reduce_mean(q, -1, keepdims=True), centred, atol=1e-5)
+
+
+def test_dueling_network_torch_init_starts_every_layer_as_pytorch_linear():
+    """Kernels and biases in U(+-1/sqrt(fan_in)) of each layer's input width, heads included."""
+    obs = tensor_spec.TensorSpec((4,), tf.float32)
+    actions = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 1)
+    net = DuelingQNetwork(
+        obs, actions, fc_layer_params=(64, 32), stream_fc_layer_params=(16,), torch_init=True
+    )
+    q, _ = net(tf.zeros([2, 4]))
+    assert q.shape == (2, 2)
+    fan_ins = [v.shape[0] for v in net.trainable_variables if len(v.shape) == 2]
+    assert fan_ins == [4, 64, 32, 16, 32, 16]  # trunk, value stream, advantage stream
+    weights = net.trainable_variables
+    kernels_and_biases = zip(weights[::2], weights[1::2], strict=True)
+    for (kernel, bias), fan_in in zip(kernels_and_biases, fan_ins, strict=True):
+        for tensor in (kernel, bias):
+            bound = float(tf.reduce_max(tf.abs(tensor)))
+            assert bound <= fan_in**-0.5, tensor.name
+            if tensor.shape.num_elements() >= 16:  # wide enough to reach near its bound
+                assert bound > 0.7 * fan_in**-0.5, tensor.name
+    with pytest.raises(UserError, match="torch_init=True .* MLP trunks only"):
+        DuelingQNetwork(
+            tensor_spec.TensorSpec((8, 8, 1), tf.float32),
+            actions,
+            conv_layer_params=((4, 3, 2),),
+            torch_init=True,
+        )
 
 
 def test_a2c_returns_and_advantages_match_a_hand_computed_example():

@@ -19,7 +19,12 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 from envs.errors import UserError
-from pipeline.replay import FrameStackReplay, UniformReplay, window_sources
+from pipeline.replay import (
+    FrameStackReplay,
+    UniformReplay,
+    window_sources,
+    window_sources_tf,
+)
 from tests.replay_streams import FIRST, LAST, MID, Stream, collect_spec
 
 GAMMA = 0.9
@@ -175,6 +180,17 @@ def test_window_sources_cut_at_the_first_last_only():
     np.testing.assert_array_equal(
         ended, [[False, False, True, True, False], [False] * 5, [False] * 5]
     )
+
+
+def test_window_sources_in_tf_ops_equal_the_numpy_rule():
+    """The uniform replay cuts windows in the update graph with TF ops (no Python call)."""
+    rng = np.random.default_rng(3)
+    for width in (3, 4, 5, 11):
+        step_type = rng.choice([FIRST, MID, LAST], size=(64, width), p=[0.2, 0.5, 0.3])
+        want_source, want_ended = window_sources(step_type)
+        source, ended = window_sources_tf(tf.constant(step_type, tf.int32))
+        np.testing.assert_array_equal(source.numpy(), want_source)
+        np.testing.assert_array_equal(ended.numpy(), want_ended)
 
 
 def test_dqn_agent_loss_is_the_same_from_windows_and_from_sampled_transitions():
