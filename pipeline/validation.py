@@ -284,6 +284,7 @@ RULES: dict[str, dict[str, Check]] = {
     "RandomShiftIntensity": {"pad": integer(0), "intensity_scale": number(0.0)},
     "Adam": _OPTIMIZER,
     "TorchAdam": _OPTIMIZER,
+    "FusedAdam": _OPTIMIZER,
     "RMSprop": {**_OPTIMIZER, "rho": number(0.0, 1.0, high_open=True)},
     "DqnAgent": _DQN_AGENT,
     "DdqnAgent": _DQN_AGENT,

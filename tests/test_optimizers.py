@@ -1,4 +1,5 @@
-"""TorchAdam follows torch.optim.Adam's update rule (its documented algorithm, in NumPy)."""
+"""TorchAdam follows torch.optim.Adam's update rule (its documented algorithm, in NumPy), and
+FusedAdam Keras Adam's, both through one fused kernel per variable."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.optimizers import TorchAdam
+from pipeline.optimizers import FusedAdam, TorchAdam
 
 
 def torch_adam_reference(start, grads, lr, eps, beta_1=0.9, beta_2=0.999):
@@ -45,3 +46,23 @@ def test_torch_adam_keeps_keras_options_that_do_not_touch_the_rule():
     np.testing.assert_allclose(clipped, -0.1, rtol=1e-5)  # first step: lr * sign(g)
     with pytest.raises(ValueError, match="amsgrad"):
         TorchAdam(amsgrad=True)
+
+
+def test_fused_adam_is_keras_adam_to_float_rounding_and_keeps_its_slots():
+    rng = np.random.default_rng(1)
+    start = rng.normal(size=(6, 5)).astype(np.float32)
+    grads = [rng.normal(size=(6, 5)).astype(np.float32) for _ in range(20)]
+    options = dict(learning_rate=1e-2, epsilon=1.5e-4, global_clipnorm=3.0)
+    fused, keras = FusedAdam(**options), tf.keras.optimizers.Adam(**options)
+    np.testing.assert_allclose(run(fused, start, grads), run(keras, start, grads), atol=1e-6)
+    assert [v.shape for v in fused.variables] == [v.shape for v in keras.variables]
+    assert int(fused.iterations) == len(grads)
+
+
+def test_fused_adam_updates_in_one_kernel_per_variable():
+    variable = tf.Variable(np.zeros((4, 3), np.float32))
+    optimizer = FusedAdam(learning_rate=1e-3)
+    step = tf.function(lambda g: optimizer.apply_gradients([(g, variable)]))
+    graph = step.get_concrete_function(tf.TensorSpec((4, 3), tf.float32)).graph
+    ops = [op.type for op in graph.get_operations()]
+    assert ops.count("ResourceApplyAdam") == 1 and "AssignSubVariableOp" not in ops
