@@ -36,9 +36,14 @@ from typing import Any
 import gin
 import numpy as np
 import tensorflow as tf
-from tf_agents.trajectories import trajectory as trajectory_lib
 
-from pipeline.replay import _BUILDER_ARGS, _LAST, FrameStackReplay, UniformReplay
+from pipeline.replay import (
+    _BUILDER_ARGS,
+    _LAST,
+    FrameStackReplay,
+    UniformReplay,
+    n_step_transition,
+)
 from pipeline.sum_tree import SumTree
 
 _RNG_STREAM = 0x5052  # the index draws from its own stream: seed -> (seed, this)
@@ -240,7 +245,7 @@ class PrioritizedFrameStackReplay(_Prioritized, FrameStackReplay):
         weights.set_shape([sample_batch_size])
         window = self._pack_sampled(out[:-2], sample_batch_size, ends_only=transitions)
         if transitions:
-            return trajectory_lib.to_n_step_transition(window, self.gamma), keys, weights
+            return n_step_transition(window, self.gamma), keys, weights
         return window, keys, weights
 
     def _sample_flat_prioritized(
@@ -296,7 +301,7 @@ class PrioritizedUniformReplay(_Prioritized, UniformReplay):
             tensor.set_shape([sample_batch_size])
         window = self.window(lanes, ids)
         if transitions:
-            return trajectory_lib.to_n_step_transition(window, self.gamma), keys, weights
+            return n_step_transition(window, self.gamma), keys, weights
         return window, keys, weights
 
     def save(self, directory: Path, contents: bool, previous=None, previous_sums=None) -> None:

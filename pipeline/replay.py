@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 from tf_agents.trajectories.trajectory import Trajectory, Transition
@@ -268,6 +269,35 @@ def end_windows_at_episode_ends(window: Trajectory, gamma: float) -> Trajectory:
     )
 
 
+def n_step_transition(window: Trajectory, gamma: float) -> Transition:
+    """`trajectory.to_n_step_transition`, its reverse fold unrolled over the static window.
+
+    The same ops in the same order give the same bits (a test holds them equal); TF-Agents'
+    `tf.foldr` is a graph while-loop that cost ~30 us of a ~0.85 ms CartPole update.
+    """
+    steps = tf.compat.dimension_value(window.discount.shape[1])
+    if steps is None:
+        return trajectory_lib.to_n_step_transition(window, gamma)
+    rewards, discounts = window.reward[:, :-1], window.discount[:, :-1]
+    scaled = gamma * discounts
+    discounted = tf.zeros_like(rewards[:, -1])
+    for k in reversed(range(steps - 1)):
+        discounted = discounted * scaled[:, k] + rewards[:, k]
+    first = tf.nest.map_structure(lambda x: x[:, 0], window)
+    last = tf.nest.map_structure(lambda x: x[:, -1], window)
+    unknown = np.nan * tf.ones_like(first.discount)  # as TF-Agents: never read by the loss
+    return Transition(
+        time_step=ts.TimeStep(first.step_type, unknown, unknown, first.observation),
+        action_step=policy_step.PolicyStep(first.action, (), first.policy_info),
+        next_time_step=ts.TimeStep(
+            last.step_type,
+            tf.stop_gradient(discounted),
+            gamma ** (steps - 2) * tf.math.reduce_prod(discounts, axis=1),
+            last.observation,
+        ),
+    )
+
+
 def _npy_bytes(array: np.ndarray) -> bytes:
     """`array` in .npy format, in memory: written once and hashed from the same bytes."""
     buffer = io.BytesIO()
@@ -335,7 +365,7 @@ class UniformReplay:
         return self.window(lanes, ids)
 
     def sample_transition(self, sample_batch_size: int) -> Transition:
-        return trajectory_lib.to_n_step_transition(self.sample(sample_batch_size), self.gamma)
+        return n_step_transition(self.sample(sample_batch_size), self.gamma)
 
     def window(self, lanes: tf.Tensor, ids: tf.Tensor) -> Trajectory:
         """The cut windows starting at item `ids` of lane `lanes` (ids count every add)."""
@@ -753,13 +783,13 @@ class FrameStackReplay:
         return self._sample_graph(sample_batch_size, ends_only=False)
 
     def sample_transition(self, sample_batch_size: int | tf.Tensor) -> Transition:
-        """The n-step transitions of `sample(n)`, by TF-Agents' own `to_n_step_transition`.
+        """The n-step transitions of `sample(n)` (`n_step_transition`: TF-Agents' formula).
 
         It reads the observations at positions 0 and n only, so only those two stacks are
         built: for n = 10 that is 2 stacks instead of 11 per sample.
         """
         window = self._sample_graph(sample_batch_size, ends_only=True)
-        return trajectory_lib.to_n_step_transition(window, self.gamma)
+        return n_step_transition(window, self.gamma)
 
     def _sample_graph(self, sample_batch_size: int | tf.Tensor, ends_only: bool) -> Trajectory:
         flat = tf.numpy_function(

@@ -22,6 +22,7 @@ from envs.errors import UserError
 from pipeline.replay import (
     FrameStackReplay,
     UniformReplay,
+    n_step_transition,
     window_sources,
     window_sources_tf,
 )
@@ -191,6 +192,28 @@ def test_window_sources_in_tf_ops_equal_the_numpy_rule():
         source, ended = window_sources_tf(tf.constant(step_type, tf.int32))
         np.testing.assert_array_equal(source.numpy(), want_source)
         np.testing.assert_array_equal(ended.numpy(), want_ended)
+
+
+def test_unrolled_n_step_transition_is_tf_agents_to_the_bit():
+    """The buffers' `n_step_transition` replaces TF-Agents' fold with the same sums, unrolled."""
+    rng = np.random.default_rng(4)
+    for width in (2, 4, 11):
+        shape = (64, width)
+        window = trajectory.Trajectory(
+            step_type=tf.constant(rng.choice([FIRST, MID, LAST], size=shape), tf.int32),
+            observation={"frame": tf.constant(rng.random((*shape, 3)), tf.float32)},
+            action=tf.constant(rng.integers(0, 4, size=shape), tf.int64),
+            policy_info=(),
+            next_step_type=tf.constant(rng.choice([FIRST, MID, LAST], size=shape), tf.int32),
+            reward=tf.constant(rng.normal(size=shape), tf.float32),
+            discount=tf.constant(rng.choice([0.0, 1.0], size=shape, p=[0.3, 0.7]), tf.float32),
+        )
+        want = tf.function(trajectory.to_n_step_transition, autograph=False)(window, 0.99)
+        got = tf.function(n_step_transition, autograph=False)(window, 0.99)
+        tf.nest.assert_same_structure(want, got)
+        for w, g in zip(tf.nest.flatten(want), tf.nest.flatten(got), strict=True):
+            assert w.dtype == g.dtype and w.shape == g.shape
+            np.testing.assert_array_equal(g.numpy(), w.numpy())  # NaN fields compare equal
 
 
 def test_dqn_agent_loss_is_the_same_from_windows_and_from_sampled_transitions():
