@@ -4,6 +4,7 @@ of the other loop (it would change nothing), which once broke every bench run.""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 
 import pytest
@@ -47,8 +48,6 @@ def test_a_seeded_run_is_accepted_by_the_cli(tmp_path):
 def test_eval_bench_plays_full_games_the_same_on_both_paths():
     """scripts/bench/eval_throughput.py: its balancing linear Q-network lasts all 500 steps,
     and it checks the in-graph and Python evaluations agree before it times them."""
-    import subprocess
-
     result = subprocess.run(
         [sys.executable, "scripts/bench/eval_throughput.py", "--episodes=2", "--rounds=1"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -57,3 +56,17 @@ def test_eval_bench_plays_full_games_the_same_on_both_paths():
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("2 CartPole games, mean return 500.0, 1,000 env steps")
     assert lines[-1].startswith("graph : python ")
+
+
+def test_quickstart_wall_refuses_an_unknown_baseline_in_one_line():
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts/bench/quickstart_wall.py"), "--baseline=no-such-rev"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--baseline=no-such-rev is not a commit" in lines[0]
