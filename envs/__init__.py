@@ -7,11 +7,11 @@ This package knows nothing of agents; it turns gymnasium ids and Atari games int
 import pipeline  # noqa: F401  (first: prepares the TensorFlow stack and a quiet start)
 from envs.atari import AtariDqnPreprocessing, load_atari, resolve_game
 from envs.atari_vector import AtariBatchedEnvironment
-from envs.errors import UnknownEnvError, UserError
 from envs.frame_stack import FrameStacker
 from envs.gym_bridge import GymnasiumEnvironment
 from envs.loader import check_env_id, load_gymnasium
 from envs.toy_mdp import ToyMDPEnv  # importing it registers ToyMDP-v0
+from pipeline.errors import UnknownEnvError, UserError
 
 __all__ = [
     "AtariBatchedEnvironment",

@@ -62,9 +62,9 @@ import numpy as np
 from ale_py import roms
 from tf_agents.environments import py_environment
 
-from envs.errors import UnknownEnvError
 from envs.frame_stack import FrameStacker
 from envs.gym_bridge import GymnasiumEnvironment
+from pipeline.errors import UnknownEnvError
 
 gym.register_envs(ale_py)
 # A quiet start: without this every ALE instance prints its version banner to stderr.

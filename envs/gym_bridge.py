@@ -17,7 +17,7 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
-from envs.errors import UnsupportedSpaceError
+from pipeline.errors import UnsupportedSpaceError
 
 # Built once: ts.restart/transition/termination re-check types on every call, which costs
 # more than a CartPole step itself. These are the same values those helpers produce.

@@ -7,8 +7,8 @@ import difflib
 import gin
 import gymnasium as gym
 
-from envs.errors import UnknownEnvError, UserError
 from envs.gym_bridge import GymnasiumEnvironment
+from pipeline.errors import UnknownEnvError, UserError
 
 
 def check_env_id(env_id: str) -> None:

@@ -19,7 +19,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
 from envs import toy_mdp
-from envs.errors import UserError
+from pipeline.errors import UserError
 
 # TF-Agents already registers DqnAgent, DdqnAgent and QNetwork; these are the pieces it
 # leaves out.

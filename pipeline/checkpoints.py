@@ -23,7 +23,7 @@ from typing import TypeVar
 import tensorflow as tf
 from absl import logging
 
-from envs.errors import UserError
+from pipeline.errors import UserError
 
 MANIFEST = "MANIFEST.json"
 _NAME = re.compile(r"^ckpt-(\d+)$")

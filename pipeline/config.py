@@ -20,8 +20,8 @@ from pathlib import Path
 
 import gin
 
-from envs.errors import UserError
 from pipeline import validation
+from pipeline.errors import UserError
 from pipeline.run_settings import RunSettings
 
 REPO_GIN_DIR = Path(__file__).resolve().parents[1] / "gin"

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from absl import flags, logging
 
-from envs.errors import UserError
 from pipeline import cli, config, experiment, on_policy, scripted_policies  # noqa: F401 (gin names)
+from pipeline.errors import UserError
 from pipeline.evaluation import Evaluator
 from pipeline.loop import EVAL_SEED_OFFSET
 

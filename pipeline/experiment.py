@@ -24,10 +24,10 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 import envs
-from envs.errors import UserError
 from pipeline import agents, networks, optimizers, rainbow, rundir  # noqa: F401 (gin names)
 from pipeline import augmentation as _augmentation  # noqa: F401 (gin names)
 from pipeline.checkpoints import MANIFEST, save_replay
+from pipeline.errors import UserError
 from pipeline.loop import TrainingLoop
 from pipeline.metrics import MetricsLog
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy

@@ -26,9 +26,9 @@ from tf_agents.environments import batched_py_environment, tf_py_environment
 from tf_agents.metrics import tf_metrics
 from tf_agents.policies import policy_saver, py_policy, tf_policy
 
-from envs.errors import UserError
 from pipeline import rundir
 from pipeline.checkpoints import WRITE_ERRORS, CheckpointStore, guarded_write
+from pipeline.errors import UserError
 from pipeline.evaluation import Evaluator, py_policy_for_evaluation
 from pipeline.metrics import MetricsLog, Progress
 from pipeline.preemption import Preempted, PreemptionFlag

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.networks import encoding_network, network, sequential
 
-from envs.errors import UserError
+from pipeline.errors import UserError
 
 
 @gin.configurable

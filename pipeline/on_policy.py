@@ -30,8 +30,8 @@ from tf_agents.policies import greedy_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 
 import envs
-from envs.errors import UserError
 from pipeline import a2c, agents  # noqa: F401 (a2c: gin names)
+from pipeline.errors import UserError
 from pipeline.loop import TrainingLoop
 from pipeline.metrics import MetricsLog
 from pipeline.policies import GeneratorSamplingPolicy

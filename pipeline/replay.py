@@ -50,7 +50,7 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 from tf_agents.trajectories.trajectory import Trajectory, Transition
 
-from envs.errors import UserError
+from pipeline.errors import UserError
 
 CAPACITY_SETTING = "train.replay_capacity"  # the binding named in the out-of-memory message
 MEMORY_HEADROOM = 0.9  # use at most this share of the memory available at construction

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from envs.errors import UserError
+from pipeline.errors import UserError
 from pipeline.files import atomic_write_text  # noqa: F401 (callers use rundir.atomic_write_text)
 from pipeline.run_settings import RESUMABLE_CHANGES
 

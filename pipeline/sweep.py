@@ -276,9 +276,9 @@ def _check_in_child() -> None:
     """Runs in the child of `check_gin`: strict gin parsing with the trainer's registry."""
     import gin
 
-    from envs.errors import UserError
     from pipeline import config
     from pipeline import train as _train  # noqa: F401 (registers run_experiment, as train does)
+    from pipeline.errors import UserError
 
     request = json.loads(sys.stdin.read())
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import gin
 from absl import flags, logging
 
-from envs.errors import UserError
 from pipeline import cli, config, experiment, metrics, on_policy, preemption, rundir  # noqa: F401
 from pipeline.checkpoints import WriteError
+from pipeline.errors import UserError
 from pipeline.loop import TrainingLoop
 
 flags.DEFINE_multi_string(

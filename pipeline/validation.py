@@ -19,7 +19,7 @@ from typing import Any
 
 import gin
 
-from envs.errors import UserError
+from pipeline.errors import UserError
 
 Check = Callable[[Any], "str | None"]  # returns what is wrong with a value, or None
 

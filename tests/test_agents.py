@@ -13,9 +13,9 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from envs.errors import UserError
 from pipeline import config, experiment, on_policy, rundir  # noqa: F401 (on_policy: gin)
 from pipeline.a2c import n_step_returns
+from pipeline.errors import UserError
 from pipeline.networks import DuelingQNetwork
 from tests.conftest import REPO, bindings, read_metrics, train_cli
 from tests.test_resume import complete_checkpoints, wait_for

@@ -333,8 +333,8 @@ def test_missing_env_dependency_names_the_install_command():
     """LunarLander needs box2d, which the constraints do not install."""
     if importlib.util.find_spec("Box2D") is not None:
         pytest.skip("Box2D is installed here")
-    from envs.errors import UserError
     from envs.loader import load_gymnasium
+    from pipeline.errors import UserError
 
     with pytest.raises(UserError, match=r"LunarLander-v3 needs a package.*pip install"):
         load_gymnasium("LunarLander-v3")

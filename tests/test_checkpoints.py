@@ -19,7 +19,6 @@ from tf_agents.trajectories import policy_step, trajectory
 from tf_agents.trajectories import time_step as ts
 
 import envs
-from envs.errors import UserError
 from pipeline import metrics, rundir
 from pipeline.checkpoints import (
     MANIFEST,
@@ -28,6 +27,7 @@ from pipeline.checkpoints import (
     save_replay,
     verify,
 )
+from pipeline.errors import UserError
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
 from pipeline.replay import FrameStackReplay, UniformReplay
 

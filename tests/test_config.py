@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from envs.errors import UserError
 from pipeline import config
+from pipeline.errors import UserError
 from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
 

@@ -18,7 +18,7 @@ from tf_agents.networks import q_network
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from envs.errors import UserError
+from pipeline.errors import UserError
 from pipeline.replay import (
     FrameStackReplay,
     UniformReplay,

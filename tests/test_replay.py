@@ -26,8 +26,8 @@ from tf_agents.specs import array_spec, tensor_spec
 from tf_agents.trajectories import policy_step, trajectory
 from tf_agents.trajectories import time_step as ts
 
-from envs.errors import UserError
 from pipeline import replay
+from pipeline.errors import UserError
 from pipeline.prioritized_replay import PrioritizedFrameStackReplay, PrioritizedUniformReplay
 from pipeline.replay import FrameStackReplay, UniformReplay
 from tests.replay_streams import (

@@ -24,13 +24,13 @@ from tf_agents.policies import py_tf_eager_policy
 from tf_agents.replay_buffers import reverb_utils
 from tf_agents.trajectories import trajectory as trajectory_lib
 
-from envs.errors import UserError
 from pipeline import (
     cli,
     config,
     train,  # noqa: F401 (defines --gin_file and --gin_bindings)
 )
 from pipeline.distributed import common
+from pipeline.errors import UserError
 
 flags.DEFINE_integer("index", 0, "This collector's number (0, 1, ...): picks its seed.")
 flags.DEFINE_integer("restart", 0, "How often this collector was restarted: picks its seed.")

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import flags
 from tf_agents.specs import tensor_spec
 
-from envs.errors import UserError
+from pipeline.errors import UserError
 from pipeline.experiment import Experiment
 
 REPLAY_TABLE = "replay"  # transitions: items of 2 consecutive steps (s, a, r) -> (s', ...)

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from absl import flags
 
-from envs.errors import UserError
 from pipeline import (
     cli,
     config,
@@ -37,6 +36,7 @@ from pipeline import (
     train,  # noqa: F401 (defines --gin_file, --gin_bindings, --root_dir)
 )
 from pipeline.distributed import common
+from pipeline.errors import UserError
 
 flags.DEFINE_integer("num_collectors", 2, "Collector processes.")
 flags.DEFINE_integer("port", 0, "Reverb server port; 0 picks a free one.")

@@ -23,9 +23,9 @@ from absl import flags
 from tf_agents.experimental.distributed import reverb_variable_container
 from tf_agents.replay_buffers import reverb_replay_buffer
 
-from envs.errors import UserError
 from pipeline import cli, train
 from pipeline.distributed import common
+from pipeline.errors import UserError
 from pipeline.metrics import MetricsLog
 from pipeline.preemption import PreemptionFlag
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import reverb
 from absl import flags, logging
 
-from envs.errors import UserError
 from pipeline import (
     cli,
     config,
@@ -27,6 +26,7 @@ from pipeline import (
     train,  # noqa: F401 (defines --gin_file, --gin_bindings, --root_dir)
 )
 from pipeline.distributed import common
+from pipeline.errors import UserError
 from pipeline.preemption import PreemptionFlag
 
 flags.DEFINE_integer("port", None, "Port to listen on (all interfaces).")

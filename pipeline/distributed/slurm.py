@@ -29,7 +29,6 @@ from pathlib import Path
 import gin
 from absl import flags
 
-from envs.errors import UserError
 from pipeline import (
     cli,
     config,
@@ -37,6 +36,7 @@ from pipeline import (
     train,  # noqa: F401 (defines --gin_file, --gin_bindings, --root_dir)
 )
 from pipeline.distributed import common
+from pipeline.errors import UserError
 from pipeline.files import atomic_write_text
 
 flags.DEFINE_integer("num_collectors", 2, "Collectors; the job has num_collectors + 2 tasks.")
