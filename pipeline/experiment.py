@@ -31,8 +31,8 @@ from pipeline.errors import UserError
 from pipeline.loop import TrainingLoop
 from pipeline.metrics import MetricsLog
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
-from pipeline.prioritized_replay import is_prioritized
-from pipeline.replay import UniformReplay
+from pipeline.replay.prioritized import is_prioritized
+from pipeline.replay.uniform import UniformReplay
 from pipeline.schedules import LinearSchedule
 
 RANDOM_CHUNK = 5_000  # initial random steps per call: signals wait at most one chunk

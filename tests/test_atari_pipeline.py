@@ -12,7 +12,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 from envs import load_atari
-from pipeline.replay import FrameStackReplay
+from pipeline.replay.frame_stack import FrameStackReplay
 from tests.conftest import REPO, bindings, read_metrics, train_cli
 
 SMOKE_RUN = [

@@ -29,7 +29,8 @@ from pipeline.checkpoints import (
 )
 from pipeline.errors import UserError
 from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
-from pipeline.replay import FrameStackReplay, UniformReplay
+from pipeline.replay.frame_stack import FrameStackReplay
+from pipeline.replay.uniform import UniformReplay
 
 # --- the checkpoint store --------------------------------------------------------------
 

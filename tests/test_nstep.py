@@ -19,13 +19,9 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 from pipeline.errors import UserError
-from pipeline.replay import (
-    FrameStackReplay,
-    UniformReplay,
-    n_step_transition,
-    window_sources,
-    window_sources_tf,
-)
+from pipeline.replay.frame_stack import FrameStackReplay
+from pipeline.replay.uniform import UniformReplay
+from pipeline.replay.windows import n_step_transition, window_sources, window_sources_tf
 from tests.replay_streams import FIRST, LAST, MID, Stream, collect_spec
 
 GAMMA = 0.9

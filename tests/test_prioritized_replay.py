@@ -16,13 +16,13 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 from pipeline.networks import DuelingCategoricalQNetwork
-from pipeline.prioritized_replay import (
+from pipeline.rainbow import RainbowAgent
+from pipeline.replay.prioritized import (
     PrioritizedFrameStackReplay,
     PrioritizedUniformReplay,
     PriorityIndex,
 )
-from pipeline.rainbow import RainbowAgent
-from pipeline.sum_tree import SumTree
+from pipeline.replay.sum_tree import SumTree
 from tests.replay_streams import LAST, Stream, collect_spec
 from tests.test_nstep import GAMMA, check_targets, fill_both, transitions
 

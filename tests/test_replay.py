@@ -28,8 +28,10 @@ from tf_agents.trajectories import time_step as ts
 
 from pipeline import replay
 from pipeline.errors import UserError
-from pipeline.prioritized_replay import PrioritizedFrameStackReplay, PrioritizedUniformReplay
-from pipeline.replay import FrameStackReplay, UniformReplay
+from pipeline.replay import memory, uniform
+from pipeline.replay.frame_stack import FrameStackReplay
+from pipeline.replay.prioritized import PrioritizedFrameStackReplay, PrioritizedUniformReplay
+from pipeline.replay.uniform import UniformReplay
 from tests.replay_streams import (
     EPISODE_LENGTHS,
     FIRST,
@@ -418,7 +420,7 @@ def test_gin_binds_either_buffer_and_refuses_loop_owned_args(name, cls):
 
 
 def test_available_memory_probe_is_plausible():
-    available = replay.available_memory_bytes()
+    available = memory.available_memory_bytes()
     assert available is not None
     assert 0 < available <= psutil.virtual_memory().total
 
@@ -433,7 +435,7 @@ def test_cgroup_headroom_reads_v2_ancestors_and_v1(tmp_path):
     (v2 / "job" / "step" / "memory.current").write_text("1000000000\n")
     self_v2 = tmp_path / "self_v2"
     self_v2.write_text("0::/job/step\n")
-    assert replay.cgroup_memory_headroom(v2, self_v2) == 500_000_000  # the parent is tighter
+    assert memory.cgroup_memory_headroom(v2, self_v2) == 500_000_000  # the parent is tighter
 
     v1 = tmp_path / "v1"
     (v1 / "memory" / "slurm").mkdir(parents=True)
@@ -442,21 +444,21 @@ def test_cgroup_headroom_reads_v2_ancestors_and_v1(tmp_path):
     (v1 / "memory" / "slurm" / "memory.usage_in_bytes").write_text("500000000\n")
     self_v1 = tmp_path / "self_v1"
     self_v1.write_text("12:cpu,cpuacct:/slurm\n5:memory:/slurm\n")
-    assert replay.cgroup_memory_headroom(v1, self_v1) == 1_500_000_000
+    assert memory.cgroup_memory_headroom(v1, self_v1) == 1_500_000_000
 
     (v1 / "memory" / "slurm" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
-    assert replay.cgroup_memory_headroom(v1, self_v1) is None
-    assert replay.cgroup_memory_headroom(tmp_path / "absent", tmp_path / "absent") is None
+    assert memory.cgroup_memory_headroom(v1, self_v1) is None
+    assert memory.cgroup_memory_headroom(tmp_path / "absent", tmp_path / "absent") is None
 
 
 def test_out_of_memory_message_is_one_line_naming_the_setting():
     with pytest.raises(UserError) as error:
-        replay.check_memory(2_000_000, int(14.1e9), available=int(9.8e9))
+        memory.check_memory(2_000_000, int(14.1e9), available=int(9.8e9))
     assert str(error.value) == (
         "replay buffer of 2,000,000 transitions needs 14.1 GB but only 9.8 GB of memory is "
         "available: lower train.replay_capacity or free memory"
     )
-    replay.check_memory(2_000_000, int(8e9), available=int(9.8e9))  # fits in 90%
+    memory.check_memory(2_000_000, int(8e9), available=int(9.8e9))  # fits in 90%
 
 
 def test_huge_capacity_is_refused_before_allocating(monkeypatch):
@@ -474,6 +476,6 @@ def test_huge_capacity_is_refused_before_allocating(monkeypatch):
         message,
     ), message
 
-    monkeypatch.setattr(replay.tf_uniform_replay_buffer, "TFUniformReplayBuffer", no_allocation)
+    monkeypatch.setattr(uniform.tf_uniform_replay_buffer, "TFUniformReplayBuffer", no_allocation)
     with pytest.raises(UserError, match="lower train.replay_capacity"):
         UniformReplay(collect_spec((84, 84), 4), 4, 10**9)

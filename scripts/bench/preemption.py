@@ -50,7 +50,7 @@ def child(mode: str, capacity: int, argv: list[str]) -> None:
     from replay_checkpoint import add as fill_synthetic
 
     from pipeline import experiment
-    from pipeline.replay import FrameStackReplay
+    from pipeline.replay.frame_stack import FrameStackReplay
 
     real_init = experiment.Experiment.__init__
 

@@ -35,7 +35,7 @@ from tf_agents.trajectories import policy_step, trajectory  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 from pipeline.checkpoints import CheckpointStore, save_replay  # noqa: E402
-from pipeline.replay import FrameStackReplay  # noqa: E402
+from pipeline.replay.frame_stack import FrameStackReplay  # noqa: E402
 
 
 def breakout_spec():

@@ -75,7 +75,7 @@ def bench_ours(capacity: int, lanes: int, sample_calls: int) -> dict:
     import tensorflow as tf
     from tf_agents.trajectories import trajectory
 
-    from pipeline.replay import FrameStackReplay
+    from pipeline.replay.frame_stack import FrameStackReplay
 
     spec = collect_spec()
     rng = np.random.default_rng(0)

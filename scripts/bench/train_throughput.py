@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 
 from pipeline import config  # noqa: E402
 from pipeline.experiment import Experiment  # noqa: E402
-from pipeline.prioritized_replay import is_prioritized  # noqa: E402
+from pipeline.replay.prioritized import is_prioritized  # noqa: E402
 
 BF16 = "DuelingQNetwork.dtype='mixed_bfloat16'"
 PRIORITIZED = "train.replay=@PrioritizedFrameStackReplay"

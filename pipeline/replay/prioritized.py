@@ -37,14 +37,11 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from pipeline.replay import (
-    _BUILDER_ARGS,
-    _LAST,
-    FrameStackReplay,
-    UniformReplay,
-    n_step_transition,
-)
-from pipeline.sum_tree import SumTree
+from pipeline.replay import BUILDER_ARGS
+from pipeline.replay.frame_stack import FrameStackReplay
+from pipeline.replay.sum_tree import SumTree
+from pipeline.replay.uniform import UniformReplay
+from pipeline.replay.windows import _LAST, n_step_transition
 
 _RNG_STREAM = 0x5052  # the index draws from its own stream: seed -> (seed, this)
 MAX_REJECTION_ROUNDS = 64
@@ -220,7 +217,7 @@ class _Prioritized:
         return done
 
 
-@gin.configurable("PrioritizedFrameStackReplay", denylist=_BUILDER_ARGS)
+@gin.configurable("PrioritizedFrameStackReplay", denylist=BUILDER_ARGS)
 class PrioritizedFrameStackReplay(_Prioritized, FrameStackReplay):
     """`FrameStackReplay` whose training batches are drawn by priority (module docstring)."""
 
@@ -269,7 +266,7 @@ class PrioritizedFrameStackReplay(_Prioritized, FrameStackReplay):
         return contents
 
 
-@gin.configurable("PrioritizedUniformReplay", denylist=_BUILDER_ARGS)
+@gin.configurable("PrioritizedUniformReplay", denylist=BUILDER_ARGS)
 class PrioritizedUniformReplay(_Prioritized, UniformReplay):
     """`UniformReplay` (TF-Agents' buffer) whose training batches are drawn by priority."""
 
