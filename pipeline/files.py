@@ -39,3 +39,26 @@ def read_metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+RUN_MARKERS = ("run.json", "config.gin", "metrics.jsonl")  # any one makes a run directory
+
+
+def holds_run(root_dir: Path) -> bool:
+    """Whether `root_dir` holds a run (the trainer resumes it; the report reads it)."""
+    return any((Path(root_dir) / marker).is_file() for marker in RUN_MARKERS)
+
+
+def parse_config_str(text: str) -> dict[str, str]:
+    """`name = value` bindings of a gin config string (as gin writes it) by name."""
+    bindings: dict[str, str] = {}
+    name = None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace() and name is not None:  # a multi-line value continues
+            bindings[name] += "\n" + line.strip()
+        elif " = " in line:
+            name, value = line.split(" = ", 1)
+            bindings[name.strip()] = value.strip()
+    return bindings

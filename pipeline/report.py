@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.files import holds_run, parse_config_str
 from pipeline.run_settings import SEED_BINDINGS, TOTAL_STEPS_BINDINGS
 
-RUN_MARKERS = ("metrics.jsonl", "config.gin", "run.json")  # any one makes a run directory
 PNG_FILE = "learning_curves.png"
 MARKDOWN_FILE = "report.md"
 CSV_FILE = "report.csv"
@@ -74,21 +74,6 @@ class ReportError(Exception):
 
 
 # --- reading runs ----------------------------------------------------------------------------
-
-
-def parse_gin_config(text: str) -> dict[str, str]:
-    """`name = value` bindings of config.gin as gin writes it (multi-line values joined)."""
-    bindings: dict[str, str] = {}
-    name = None
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if line[0].isspace() and name is not None:
-            bindings[name] += "\n" + line.strip()
-        elif "=" in line:
-            name, value = (part.strip() for part in line.split("=", 1))
-            bindings[name] = value
-    return bindings
 
 
 def normalize_binding(binding: str) -> str:
@@ -177,10 +162,6 @@ class Run:
         return self.path.parent.name or str(self.path)
 
 
-def is_run_dir(path: Path) -> bool:
-    return any((path / marker).is_file() for marker in RUN_MARKERS)
-
-
 def find_run_dirs(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
     """(run directory, named explicitly) pairs: arguments that are runs, and runs found below
     the others. Run directories are not searched further (checkpoints live there)."""
@@ -191,12 +172,12 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
             raise ReportError(f"{path} does not exist: pass run directories or a sweep directory")
         if not path.is_dir():
             raise ReportError(f"{path} is a file: pass run directories or a sweep directory")
-        if is_run_dir(path):
+        if holds_run(path):
             found.append((path, True))
             continue
         below = []
         for root, dirs, _ in os.walk(path):
-            if is_run_dir(Path(root)):
+            if holds_run(Path(root)):
                 below.append(Path(root))
                 dirs[:] = []
             else:
@@ -240,7 +221,7 @@ def load_run(path: Path, explicit: bool) -> Run:
     run = Run(path=path, explicit=explicit)
     config_path = path / "config.gin"
     if config_path.is_file():
-        run.config = parse_gin_config(config_path.read_text(encoding="utf-8"))
+        run.config = parse_config_str(config_path.read_text(encoding="utf-8"))
     info_path = path / "run.json"
     if info_path.is_file():
         try:

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.files import atomic_write_text  # noqa: F401 (callers use rundir.atomic_write_text)
+from pipeline.files import (
+    atomic_write_text,  # noqa: F401 (callers use rundir.atomic_write_text)
+    parse_config_str,
+)
 from pipeline.run_settings import RESUMABLE_CHANGES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RUN_MARKERS = ("run.json", "config.gin", "metrics.jsonl")
 VERSIONED_PACKAGES = ("tensorflow", "tf-agents", "gymnasium", "ale-py", "gin-config", "numpy")
 
 
@@ -33,10 +35,6 @@ def default_root_dir(gin_files: Sequence[str], gin_bindings: Sequence[str], seed
         digest = hashlib.sha1("\n".join(gin_bindings).encode()).hexdigest()[:8]
         name += f"-{digest}"
     return Path("runs") / f"{name}-s{seed}"
-
-
-def holds_run(root_dir: Path) -> bool:
-    return any((Path(root_dir) / marker).exists() for marker in RUN_MARKERS)
 
 
 def prepare(root_dir: Path) -> Path:
@@ -54,21 +52,6 @@ def prepare(root_dir: Path) -> Path:
             f"cannot write --root_dir {root_dir} ({error.strerror}): choose a writable path"
         ) from None
     return root_dir
-
-
-def parse_config_str(text: str) -> dict[str, str]:
-    """`name = value` bindings of a gin config string (as gin writes it) by name."""
-    bindings: dict[str, str] = {}
-    name = None
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if line[0].isspace() and name is not None:  # a multi-line value continues
-            bindings[name] += "\n" + line.strip()
-        elif " = " in line:
-            name, value = line.split(" = ", 1)
-            bindings[name.strip()] = value.strip()
-    return bindings
 
 
 def check_same_settings(root_dir: Path, config_text: str) -> None:

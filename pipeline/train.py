@@ -10,7 +10,7 @@ from pathlib import Path
 import gin
 from absl import flags, logging
 
-from pipeline import cli, config, experiment, metrics, on_policy, preemption, rundir  # noqa: F401
+from pipeline import cli, config, experiment, files, metrics, on_policy, preemption, rundir  # noqa: F401
 from pipeline.checkpoints import WriteError
 from pipeline.errors import UserError
 from pipeline.loop import TrainingLoop
@@ -51,7 +51,7 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
         root_dir = Path(
             FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed)
         )
-        resuming = rundir.holds_run(root_dir)
+        resuming = files.holds_run(root_dir)
         if resuming:  # lock before building anything, so a second process stops here
             lock = rundir.RunLock(root_dir).acquire()
             rundir.check_same_settings(root_dir, gin.config_str())

@@ -19,7 +19,7 @@ from tf_agents.trajectories import policy_step, trajectory
 from tf_agents.trajectories import time_step as ts
 
 import envs
-from pipeline import metrics, rundir
+from pipeline import files, metrics, rundir
 from pipeline.checkpoints import (
     MANIFEST,
     CheckpointError,
@@ -259,7 +259,7 @@ def test_lock_refuses_a_second_holder_and_frees_when_its_process_dies(tmp_path: 
 
 def test_settings_are_compared_binding_by_binding():
     text = "# Parameters for train:\ntrain.a = 1\ntrain.b = [1,\n    2]\nQNetwork.x = (32,)\n"
-    assert rundir.parse_config_str(text) == {
+    assert files.parse_config_str(text) == {
         "train.a": "1",
         "train.b": "[1,\n2]",
         "QNetwork.x": "(32,)",

@@ -15,7 +15,7 @@ from tf_agents.trajectories.trajectory import Trajectory, Transition
 from pipeline.errors import UserError
 from pipeline.replay.memory import CAPACITY_SETTING
 
-_FIRST, _MID, _LAST = (int(x) for x in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))
+_FIRST, _LAST = int(ts.StepType.FIRST), int(ts.StepType.LAST)
 
 
 def check_sizes(batch_size: int, capacity: int, num_steps: int = 2, gamma: float = 1.0) -> int:
