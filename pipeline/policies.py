@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 from tf_agents.policies import tf_policy
+from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
 from tf_agents.utils import nest_utils
 
@@ -18,10 +20,12 @@ Epsilon = float | Callable[[], tf.Tensor]
 Splitter = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
-def _discrete_bounds(action_spec) -> tuple[int, int]:
-    if not action_spec.dtype.is_integer or action_spec.shape.rank != 0:
-        raise TypeError(f"these policies need one discrete action, got {action_spec}")
-    return int(action_spec.minimum), int(action_spec.maximum)
+def discrete_action_range(action_spec) -> tuple[int, int]:
+    """The lowest and highest action of one discrete action (a TF or an array spec)."""
+    spec = tensor_spec.to_array_spec(action_spec)
+    if not np.issubdtype(spec.dtype, np.integer) or spec.shape != ():
+        raise TypeError(f"these policies need one discrete action, got {spec}")
+    return int(spec.minimum), int(spec.maximum)
 
 
 class UniformRandomPolicy(tf_policy.TFPolicy):
@@ -40,7 +44,7 @@ class UniformRandomPolicy(tf_policy.TFPolicy):
         splitter: Splitter | None = None,
     ):
         super().__init__(time_step_spec, action_spec, name=name)
-        self._low, self._high = _discrete_bounds(action_spec)
+        self._low, self._high = discrete_action_range(action_spec)
         self._rng = rng
         self._splitter = splitter
 

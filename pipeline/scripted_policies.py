@@ -31,15 +31,10 @@ from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import nest_utils
 
+from pipeline.policies import discrete_action_range
+
 _FIRST = int(ts.StepType.FIRST)
 _LAST = int(ts.StepType.LAST)
-
-
-def _discrete_range(action_spec) -> tuple[int, int]:
-    spec = tensor_spec.to_array_spec(action_spec)
-    if not np.issubdtype(spec.dtype, np.integer) or spec.shape != ():
-        raise TypeError(f"these policies need one discrete action, got {spec}")
-    return int(spec.minimum), int(spec.maximum)
 
 
 class _BatchedPyPolicy(py_policy.PyPolicy):
@@ -47,7 +42,7 @@ class _BatchedPyPolicy(py_policy.PyPolicy):
 
     def __init__(self, time_step_spec, action_spec, policy_state_spec=()):
         super().__init__(time_step_spec, action_spec, policy_state_spec)
-        self._low, self._high = _discrete_range(action_spec)
+        self._low, self._high = discrete_action_range(action_spec)
 
     def _action(self, time_step, policy_state, seed=None):
         del seed  # deterministic
