@@ -19,8 +19,7 @@ from absl import flags, logging
 
 from pipeline import cli, config, experiment, on_policy, scripted_policies  # noqa: F401 (gin names)
 from pipeline.errors import UserError
-from pipeline.evaluation import Evaluator
-from pipeline.loop import EVAL_SEED_OFFSET
+from pipeline.evaluation import Evaluator, eval_episode_seeds
 
 flags.DEFINE_string("root_dir", None, "Run directory (holds config.gin and policy/).")
 flags.DEFINE_integer(
@@ -135,9 +134,7 @@ def evaluate(root_dir: Path) -> dict:
     episodes = FLAGS.episodes or episodes
     env_list = make_eval_envs(settings["env_loader"], episodes, FLAGS.video)
     policy = policy or load_policy(root_dir, FLAGS.policy, env_list[0])
-    evaluator = Evaluator(
-        env_list, seeds=[seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(episodes)]
-    )
+    evaluator = Evaluator(env_list, seeds=eval_episode_seeds(seed, episodes))
     filmed = min(FLAGS.video_episodes, episodes) if FLAGS.video else 0
     frames: list[list[np.ndarray]] = [[] for _ in range(filmed)]
 

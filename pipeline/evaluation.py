@@ -1,4 +1,9 @@
-"""Greedy evaluation: N episodes played side by side, one policy call per step for all."""
+"""Evaluation: N episodes played side by side, one policy call per step for all.
+
+The policy is the agent's greedy one, wrapped in a little epsilon where the gin file asks
+(`train.eval_epsilon`: the Atari protocols). Each episode starts from a fixed reset seed
+(`eval_episode_seeds`), so evaluations differ only by the weights.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,13 @@ from tf_agents.trajectories.time_step import StepType
 from tf_agents.utils import nest_utils
 
 from envs.gym_bridge import GymnasiumEnvironment
+
+EVAL_SEED_OFFSET = 1_000_003  # keeps eval resets apart from the training env's seed
+
+
+def eval_episode_seeds(seed: int, episodes: int) -> list[int]:
+    """The reset seeds of a run's evaluation episodes (the trainer, evaluate and baselines)."""
+    return [seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(episodes)]
 
 
 @dataclass(frozen=True)

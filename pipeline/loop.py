@@ -29,11 +29,14 @@ from tf_agents.policies import policy_saver, py_policy, tf_policy
 from pipeline import rundir
 from pipeline.checkpoints import WRITE_ERRORS, CheckpointStore, guarded_write
 from pipeline.errors import UserError
-from pipeline.evaluation import Evaluator, py_policy_for_evaluation
+from pipeline.evaluation import (
+    EVAL_SEED_OFFSET,
+    Evaluator,
+    eval_episode_seeds,
+    py_policy_for_evaluation,
+)
 from pipeline.metrics import MetricsLog, Progress
 from pipeline.preemption import Preempted, PreemptionFlag
-
-EVAL_SEED_OFFSET = 1_000_003  # keeps eval resets apart from the training env's seed
 
 
 class TrainingLoop:
@@ -112,7 +115,7 @@ class TrainingLoop:
         most = max(eval_episodes, final_eval_episodes)
         self.evaluator = Evaluator(
             [env_loader(seed=None, training=False) for _ in range(most)],
-            seeds=[seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(most)],
+            seeds=eval_episode_seeds(seed, most),
         )
         self.env_steps = tf_metrics.EnvironmentSteps()
         self.episodes = tf_metrics.NumberOfEpisodes()

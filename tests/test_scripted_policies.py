@@ -12,7 +12,7 @@ from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
 import envs
-from pipeline.evaluation import Evaluator
+from pipeline.evaluation import Evaluator, eval_episode_seeds
 from pipeline.scripted_policies import (
     BreakoutTrackerPyPolicy,
     CartPoleHeuristicPyPolicy,
@@ -142,7 +142,7 @@ def test_script_under_the_evaluator_waits_for_the_longest_episode():
 def cartpole_evaluator(n: int = 5) -> tuple[Evaluator, tuple]:
     cartpoles = [envs.load_gymnasium(seed=None, training=False) for _ in range(n)]
     spec = (cartpoles[0].time_step_spec(), cartpoles[0].action_spec())
-    return Evaluator(cartpoles, [1_000_003 + i for i in range(n)]), spec
+    return Evaluator(cartpoles, eval_episode_seeds(0, n)), spec
 
 
 def test_cartpole_heuristic_scores_far_above_random():

@@ -2,7 +2,7 @@
 
 What a trained agent has to beat, measured exactly as the training loop evaluates it:
 `--episodes` episodes played side by side by `pipeline.evaluation.Evaluator`, env i reset
-with the loop's fixed eval seed `seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i`.
+with the loop's fixed eval seeds (`pipeline.evaluation.eval_episode_seeds`).
 
   - CartPole-v1: `envs.load_gymnasium(seed=None, training=False)`; TF-Agents'
     `RandomPyPolicy` and `CartPoleHeuristicPyPolicy`.
@@ -37,8 +37,7 @@ from tf_agents.environments import py_environment
 from tf_agents.policies import py_policy, random_py_policy
 
 from envs import load_atari, load_gymnasium
-from pipeline.evaluation import Evaluator
-from pipeline.loop import EVAL_SEED_OFFSET
+from pipeline.evaluation import Evaluator, eval_episode_seeds
 from pipeline.scripted_policies import BreakoutTrackerPyPolicy, CartPoleHeuristicPyPolicy
 
 EnvMaker = Callable[[], py_environment.PyEnvironment]
@@ -57,7 +56,7 @@ def scripted(cls: type[py_policy.PyPolicy]) -> PolicyMaker:
 def evaluate(make_env: EnvMaker, make_policy: PolicyMaker, episodes: int, seed: int) -> dict:
     """One Evaluator run; returns the summary plus the wall time."""
     envs = [make_env() for _ in range(episodes)]
-    seeds = [seed * EVAL_SEED_OFFSET + EVAL_SEED_OFFSET + i for i in range(episodes)]
+    seeds = eval_episode_seeds(seed, episodes)
     evaluator = Evaluator(envs, seeds)
     started = time.perf_counter()
     try:
