@@ -8,7 +8,8 @@ CategoricalDqnAgent with `@CategoricalQNetwork`; dueling is a network, `@Dueling
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gin
 import tensorflow as tf
@@ -69,21 +70,42 @@ def build_dqn_family(
             "@DuelingQNetwork with DuelingQNetwork.dtype='mixed_bfloat16' (its heads stay "
             "float32)"
         )
-    optimizer = optimizer_class()
     # C51 (CategoricalDqnAgent) names its network argument differently; the rest is shared.
     network_arg = _first_parameter(agent_class, "categorical_q_network", "q_network")
+    return _initialized_agent(
+        agent_class,
+        time_step_spec,
+        action_spec,
+        optimizer_class,
+        train_step_counter,
+        slot_variables=lambda agent: q_net.trainable_variables,  # not the target network's
+        **{network_arg: q_net},
+        epsilon_greedy=epsilon,
+        observation_and_action_constraint_splitter=action_mask_splitter,
+    )
+
+
+def _initialized_agent(
+    agent_class: Callable[..., tf_agent.TFAgent],
+    time_step_spec,
+    action_spec,
+    optimizer_class: Callable[[], tf.keras.optimizers.Optimizer],
+    train_step_counter: tf.Variable,
+    slot_variables: Callable[[tf_agent.TFAgent], Sequence[tf.Variable]],
+    **networks_and_options: Any,
+) -> tf_agent.TFAgent:
+    """The agent built and initialised, its optimizer's slots created for `slot_variables`."""
+    optimizer = optimizer_class()
     agent = agent_class(
         time_step_spec,
         action_spec,
-        **{network_arg: q_net},
         optimizer=optimizer,
-        epsilon_greedy=epsilon,
         train_step_counter=train_step_counter,
-        observation_and_action_constraint_splitter=action_mask_splitter,
+        **networks_and_options,
     )
     agent.initialize()
     if hasattr(optimizer, "build"):
-        optimizer.build(q_net.trainable_variables)
+        optimizer.build(slot_variables(agent))
     return agent
 
 
@@ -113,15 +135,12 @@ def build_on_policy(
     if value_network_class is not None:
         value = value_network_class(observation_spec)
         kwargs[_first_parameter(agent_class, "value_network", "value_net")] = value
-    optimizer = optimizer_class()
-    agent = agent_class(
+    return _initialized_agent(
+        agent_class,
         time_step_spec,
         action_spec,
-        optimizer=optimizer,
-        train_step_counter=train_step_counter,
+        optimizer_class,
+        train_step_counter,
+        slot_variables=lambda agent: agent.trainable_variables,
         **kwargs,
     )
-    agent.initialize()
-    if hasattr(optimizer, "build"):
-        optimizer.build(agent.trainable_variables)
-    return agent
