@@ -5,8 +5,7 @@ This package knows nothing of agents; it turns gymnasium ids and Atari games int
 """
 
 import pipeline  # noqa: F401  (first: prepares the TensorFlow stack and a quiet start)
-from envs.atari import AtariDqnPreprocessing, load_atari, resolve_game
-from envs.atari_vector import AtariBatchedEnvironment
+from envs.atari import AtariBatchedEnvironment, AtariDqnPreprocessing, load_atari, resolve_game
 from envs.frame_stack import FrameStacker
 from envs.gym_bridge import GymnasiumEnvironment
 from envs.loader import check_env_id, load_gymnasium

@@ -18,7 +18,7 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
-from envs.atari import noop_action, pseudo_reset_action, resolve_game
+from envs.atari.games import noop_action, pseudo_reset_action, resolve_game
 from envs.frame_stack import FrameStacker
 
 _FIRST, _MID, _LAST = (int(t) for t in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))
