@@ -72,40 +72,38 @@ def build_dqn_family(
         )
     # C51 (CategoricalDqnAgent) names its network argument differently; the rest is shared.
     network_arg = _first_parameter(agent_class, "categorical_q_network", "q_network")
+    options = {
+        network_arg: q_net,
+        "epsilon_greedy": epsilon,
+        "observation_and_action_constraint_splitter": action_mask_splitter,
+    }
+    slots = q_net.trainable_variables  # not the target network's
+    specs = (time_step_spec, action_spec)
     return _initialized_agent(
-        agent_class,
-        time_step_spec,
-        action_spec,
-        optimizer_class,
-        train_step_counter,
-        slot_variables=lambda agent: q_net.trainable_variables,  # not the target network's
-        **{network_arg: q_net},
-        epsilon_greedy=epsilon,
-        observation_and_action_constraint_splitter=action_mask_splitter,
+        agent_class, specs, optimizer_class, train_step_counter, slots, options
     )
 
 
 def _initialized_agent(
     agent_class: Callable[..., tf_agent.TFAgent],
-    time_step_spec,
-    action_spec,
+    specs: tuple,
     optimizer_class: Callable[[], tf.keras.optimizers.Optimizer],
     train_step_counter: tf.Variable,
-    slot_variables: Callable[[tf_agent.TFAgent], Sequence[tf.Variable]],
-    **networks_and_options: Any,
+    slot_variables: Sequence[tf.Variable] | None,
+    networks_and_options: dict[str, Any],
 ) -> tf_agent.TFAgent:
-    """The agent built and initialised, its optimizer's slots created for `slot_variables`."""
+    """The agent built from `specs` (time step, action) and initialised, with its optimizer's
+    slots created for `slot_variables` (None: all the agent's trainable variables)."""
     optimizer = optimizer_class()
     agent = agent_class(
-        time_step_spec,
-        action_spec,
+        *specs,
         optimizer=optimizer,
         train_step_counter=train_step_counter,
         **networks_and_options,
     )
     agent.initialize()
     if hasattr(optimizer, "build"):
-        optimizer.build(slot_variables(agent))
+        optimizer.build(agent.trainable_variables if slot_variables is None else slot_variables)
     return agent
 
 
@@ -135,12 +133,5 @@ def build_on_policy(
     if value_network_class is not None:
         value = value_network_class(observation_spec)
         kwargs[_first_parameter(agent_class, "value_network", "value_net")] = value
-    return _initialized_agent(
-        agent_class,
-        time_step_spec,
-        action_spec,
-        optimizer_class,
-        train_step_counter,
-        slot_variables=lambda agent: agent.trainable_variables,
-        **kwargs,
-    )
+    specs = (time_step_spec, action_spec)
+    return _initialized_agent(agent_class, specs, optimizer_class, train_step_counter, None, kwargs)
