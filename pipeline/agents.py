@@ -21,6 +21,7 @@ from tf_agents.utils import common
 
 from envs import toy_mdp
 from pipeline.errors import UserError
+from pipeline.synced_target import with_synced_target
 
 # TF-Agents already registers DqnAgent, DdqnAgent and QNetwork; these are the pieces it
 # leaves out.
@@ -56,7 +57,9 @@ def build_dqn_family(
     """Builds a value-based agent whose optimizer state exists before the first update.
 
     Creating the optimizer's slots up front lets the train loop run as one `tf.function`
-    (variables cannot be created inside a graph loop).
+    (variables cannot be created inside a graph loop). DQN and double DQN with a target
+    synced after every update read the next states through the online network alone
+    (`pipeline.synced_target`).
     """
     observation_spec = tensor_spec.from_spec(time_step_spec.observation)
     if action_mask_splitter is not None:  # the network sees the state part only
@@ -80,8 +83,9 @@ def build_dqn_family(
     slots = q_net.trainable_variables  # not the target network's
     specs = (time_step_spec, action_spec)
     return _initialized_agent(
-        agent_class, specs, optimizer_class, train_step_counter, slots, options
-    )
+        with_synced_target(agent_class), specs, optimizer_class, train_step_counter, slots,
+        options,
+    )  # fmt: skip
 
 
 def _initialized_agent(

@@ -19,9 +19,7 @@ Around = Callable[[Callable[[], None], ModuleType], None]
 
 def around_import(name: str, around: Around) -> None:
     """Registers `around` for the first import of `name`; a no-op once it is imported."""
-    if name in sys.modules or any(
-        isinstance(f, _Finder) and f.name == name for f in sys.meta_path
-    ):
+    if name in sys.modules or any(isinstance(f, _Finder) and f.name == name for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _Finder(name, around))
 

@@ -8,9 +8,13 @@ dueling Q-network, which TF-Agents does not have.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import gin
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from tf_agents.networks import encoding_network, network, sequential
 
 from pipeline.errors import UserError
@@ -45,6 +49,8 @@ class _DuelingNetwork(network.Network):
         self._num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
         super().__init__(input_tensor_spec, state_spec=(), name=name)
         self._atoms = atoms
+        if dtype == "mixed_bfloat16":
+            warn_if_bfloat16_is_emulated(name)
         if torch_init:
             self._encoder = _torch_init_trunk(
                 name, input_tensor_spec, preprocessing_layers, conv_layer_params,
@@ -95,6 +101,37 @@ class _DuelingNetwork(network.Network):
         if self._atoms is None:
             outputs = outputs[..., 0]
         return outputs, network_state
+
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo names of native bfloat16 math
+
+
+def cpu_flags(cpuinfo: Path) -> set[str] | None:
+    """The CPU's feature flags (Linux), or None where they cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+@functools.cache
+def warn_if_bfloat16_is_emulated(name: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """One warning where 'mixed_bfloat16' would be slower than float32: no GPU, and a CPU
+    without bfloat16 instructions (oneDNN then converts every operand). Returns whether it
+    warned."""
+    flags = cpu_flags(cpuinfo)
+    if flags is None or flags & set(BF16_CPU_FLAGS) or tf.config.list_physical_devices("GPU"):
+        return False
+    logging.warning(
+        "%s.dtype='mixed_bfloat16': this CPU has no bfloat16 instructions (%s), so the 16-bit "
+        "math is emulated and slower than float32; bind %s.dtype='float32' to train faster",
+        name, " or ".join(BF16_CPU_FLAGS), name,
+    )  # fmt: skip
+    return True
 
 
 _DTYPE_DOC = """`dtype` may be a Keras mixed-precision policy ('mixed_bfloat16' on CPUs with

@@ -189,3 +189,20 @@ def test_dqn_learns_the_toy_mdp_oracle_q_values(tmp_path: Path):
     np.testing.assert_allclose(learned[allowed], oracle[allowed], atol=1.5)
     masked = np.where(allowed, learned, np.nan)
     assert list(greedy_actions(masked)) == list(greedy_actions(oracle)) == [0, 0, 1]
+
+
+def test_mixed_bfloat16_warns_once_where_the_cpu_would_emulate_it(tmp_path: Path, caplog):
+    from pipeline.networks import warn_if_bfloat16_is_emulated
+
+    old = tmp_path / "old"
+    old.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    new = tmp_path / "new"
+    new.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU computes bfloat16 natively")
+    with caplog.at_level("WARNING"):
+        assert warn_if_bfloat16_is_emulated("Net", old)
+        assert warn_if_bfloat16_is_emulated("Net", old)  # cached: logged once
+    assert sum("Net.dtype='float32'" in r.getMessage() for r in caplog.records) == 1
+    assert not warn_if_bfloat16_is_emulated("Net", new)
+    assert not warn_if_bfloat16_is_emulated("Net", tmp_path / "missing")

@@ -18,7 +18,7 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 from pipeline import config
-from pipeline.augmentation import RandomShiftIntensity
+from pipeline.augmentation import AUGMENTATION_SEED_OFFSET, RandomShiftIntensity
 from pipeline.experiment import Experiment
 
 
@@ -150,3 +150,17 @@ def test_breakout_drq_updates_resume_bit_for_bit_and_policies_see_raw_frames(tmp
         np.testing.assert_array_equal(ours, theirs)
     resumed.evaluator.close()
     resumed.train_env.close()
+
+
+def test_draws_and_formula_are_pinned():
+    """The generator is read as shifts `[n, 2]` in 0..2*pad, then factors `[n, 1, 1, 1]`: the
+    runs reported in the README were augmented so, and their resumes must be too."""
+    images = np.random.default_rng(6).integers(0, 256, (16, 84, 84, 4), dtype=np.uint8)
+    aug = RandomShiftIntensity(seed=7)
+    got = aug.images(tf.constant(images)).numpy()
+    rng = tf.random.Generator.from_seed(7 + AUGMENTATION_SEED_OFFSET)
+    shifts = rng.uniform([16, 2], 0, 9, dtype=tf.int32).numpy()
+    noise = np.clip(rng.normal([16, 1, 1, 1]).numpy(), -2.0, 2.0)
+    for image, (dy, dx), z, out in zip(images, shifts, noise, got, strict=True):
+        scaled = shifted(image, dy, dx, 4).astype(np.float32) * np.float32(1.0 + 0.05 * z)
+        np.testing.assert_array_equal(out, np.round(np.clip(scaled, 0, 255)).astype(np.uint8))

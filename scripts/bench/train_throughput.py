@@ -10,13 +10,19 @@ replay with the same random-policy steps, then times, in alternating rounds:
   bare      `tf.function(agent.train)` called N times on one fixed batch (no sampling): the
             fastest a loop around TF-Agents can be;
   sample    the batch the update trains on (n-step transition, augmented), N times;
-  loop      N iterations of what the loop does per agent step at this gin file's ratio:
-            collect with the exploration policy, then the updates due (end to end).
+  loop      N updates' worth of what the loop does at this gin file's ratio: collect with
+            the exploration policy, then the updates due, whole rounds in blocks of up to
+            32 updates per graph call as the loop runs them (end to end).
 
 Prints updates/s for each in both precisions, the bf16 : fp32 ratios and loop : pipeline.
 With `--prioritized_binding` (default `train.replay=@PrioritizedFrameStackReplay`) a third
 subject, float32 with prioritized replay (draws by priority, importance weights, priorities
 written back after every update), is timed in the same rounds: prioritized : uniform.
+Where the gin file's agent reads the next states once (a target synced after every update,
+`pipeline.synced_target`), a subject "two-pass" is float32 with TF-Agents' own passes of
+the next states through the target and the online network (`--no_two_pass` skips it):
+fp32 : two-pass is what reading them once gains. `--compare=NAME=BINDING` (repeatable) adds
+a float32 subject with one more binding, e.g. `--compare=fused='train.optimizer=@FusedAdam'`.
 
     .venv/bin/python scripts/bench/train_throughput.py [--gin_file=drq_breakout.gin]
     .venv/bin/python scripts/bench/train_throughput.py --gin_file=dqn_breakout.gin --bf16_binding=
@@ -43,7 +49,7 @@ import gin  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline import config  # noqa: E402
-from pipeline.experiment import Experiment  # noqa: E402
+from pipeline.experiment import UPDATE_CHUNK, Experiment  # noqa: E402
 from pipeline.replay.prioritized import is_prioritized  # noqa: E402
 
 BF16 = "DuelingQNetwork.dtype='mixed_bfloat16'"
@@ -59,11 +65,16 @@ def timed(fn) -> float:
 class Subject:
     """One experiment and its timed rounds."""
 
-    def __init__(self, gin_file: str, bindings: list[str], fill_steps: int, updates: int):
+    def __init__(
+        self, gin_file: str, bindings: list[str], fill_steps: int, updates: int,
+        two_pass: bool = False,
+    ):  # fmt: skip
         gin.clear_config()
         config.parse([gin_file], bindings)
         with tempfile.TemporaryDirectory() as tmp:
             self.run = run = Experiment(tmp)
+        if two_pass:  # before anything is traced: TF-Agents' target and online passes on s'
+            run.agent._target_synced = False
         run.collect_random(fill_steps)
         self.updates = updates
         self.n = tf.constant(updates, tf.int64)
@@ -107,11 +118,18 @@ class Subject:
         self.sample_only(self.n).numpy()
 
     def loop(self) -> None:
-        updates = tf.constant(self.per_iteration, tf.int64)
-        for _ in range(max(self.updates // self.per_iteration, 1)):
-            self.run._collect(self.run._collect_policy, self.collect)
-            loss = self.run.train_updates(updates)
-        loss.numpy()
+        if not 1 <= self.per_iteration <= UPDATE_CHUNK:  # one call to collect, one to train
+            updates = tf.constant(self.per_iteration, tf.int64)
+            for _ in range(max(self.updates // self.per_iteration, 1)):
+                self.run._collect(self.run._collect_policy, self.collect)
+                loss = self.run.train_updates(updates)
+            loss.numpy()
+            return
+        rounds = max(self.updates // self.per_iteration, 1)
+        while rounds:  # whole rounds, up to a block per graph call, as the loop runs them
+            block = min(rounds, UPDATE_CHUNK // self.per_iteration)
+            self.run.train_rounds(block)
+            rounds -= block
 
 
 def main() -> None:
@@ -120,6 +138,11 @@ def main() -> None:
     parser.add_argument("--gin_bindings", action="append", default=[])
     parser.add_argument("--bf16_binding", default=BF16, help="empty: float32 only")
     parser.add_argument("--prioritized_binding", default=PRIORITIZED, help="empty: skip")
+    parser.add_argument("--no_two_pass", action="store_true", help="skip the two-pass subject")
+    parser.add_argument(
+        "--compare", action="append", default=[], metavar="NAME=BINDING",
+        help="a float32 subject with one more binding (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--fill_steps", type=int, default=5_000, help="random steps first")
     parser.add_argument("--updates", type=int, default=50, help="updates per timed round")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds each")
@@ -132,6 +155,10 @@ def main() -> None:
         *args.gin_bindings,
     ]
     subjects = {"fp32": Subject(args.gin_file, bindings, args.fill_steps, args.updates)}
+    if not args.no_two_pass and getattr(subjects["fp32"].run.agent, "reads_next_states_once", 0):
+        subjects["two-pass"] = Subject(
+            args.gin_file, bindings, args.fill_steps, args.updates, two_pass=True
+        )
     if args.bf16_binding:
         subjects["bf16"] = Subject(
             args.gin_file, [*bindings, args.bf16_binding], args.fill_steps, args.updates
@@ -140,6 +167,11 @@ def main() -> None:
         subjects["prioritized"] = Subject(
             args.gin_file, [*bindings, args.prioritized_binding], args.fill_steps, args.updates
         )
+    for spec in args.compare:
+        name, _, binding = spec.partition("=")
+        if not binding:
+            parser.error(f"--compare={spec}: give NAME=BINDING")
+        subjects[name] = Subject(args.gin_file, [*bindings, binding], args.fill_steps, args.updates)
     kinds = ("pipeline", "bare", "sample", "loop")
     times = {(name, kind): [] for name in subjects for kind in kinds}
     for _ in range(args.rounds):
@@ -166,16 +198,18 @@ def main() -> None:
             f"{name}: pipeline / bare {rate[name, 'pipeline'] / rate[name, 'bare']:.3f}; "
             f"loop / pipeline {rate[name, 'loop'] / rate[name, 'pipeline']:.3f}"
         )
-    if "bf16" in subjects:
-        ratios = ", ".join(
-            f"{kind} {rate['bf16', kind] / rate['fp32', kind]:.2f}" for kind in kinds
-        )
-        print(f"bf16 : fp32 ratio: {ratios}")
-    if "prioritized" in subjects:
-        ratios = ", ".join(
-            f"{kind} {rate['prioritized', kind] / rate['fp32', kind]:.2f}" for kind in kinds
-        )
-        print(f"prioritized : uniform ratio (fp32): {ratios}")
+    ratio_labels = {"prioritized": "prioritized : uniform ratio (fp32)"}
+    for name in subjects:
+        if name == "fp32":
+            continue
+        ratios = ", ".join(f"{kind} {rate[name, kind] / rate['fp32', kind]:.2f}" for kind in kinds)
+        if name == "two-pass":  # the gain of reading once: fp32 over the two passes
+            ratios = ", ".join(
+                f"{kind} {rate['fp32', kind] / rate[name, kind]:.2f}" for kind in kinds
+            )
+            print(f"fp32 (next states read once) : two-pass ratio: {ratios}")
+            continue
+        print(f"{ratio_labels.get(name, f'{name} : fp32 ratio')}: {ratios}")
     gin.clear_config()
 
 
