@@ -1,9 +1,10 @@
 """How fast is one update, in float32 and in mixed bfloat16, and how close is the loop to it?
 
 Builds the experiment from a gin file (default drq_breakout.gin: Nature CNN with a dueling
-head, batch 32, 10-step windows, augmentation) twice in one process, once as the gin file says
-and once with `--bf16_binding` (default `DuelingQNetwork.dtype='mixed_bfloat16'`), fills each
-replay with the same random-policy steps, then times, in alternating rounds:
+head, batch 32, 10-step windows, augmentation) twice in one process, once in float32
+(`--fp32_binding`, default `DuelingQNetwork.dtype='float32'`) and once with `--bf16_binding`
+(default `DuelingQNetwork.dtype='mixed_bfloat16'`), fills each replay with the same
+random-policy steps, then times, in alternating rounds:
 
   pipeline  the loop's own update call: N x (sample + augment + agent.train) in one graph loop,
             as `pipeline.experiment` runs it;
@@ -12,7 +13,9 @@ replay with the same random-policy steps, then times, in alternating rounds:
   sample    the batch the update trains on (n-step transition, augmented), N times;
   loop      N updates' worth of what the loop does at this gin file's ratio: collect with
             the exploration policy, then the updates due, whole rounds in blocks of up to
-            32 updates per graph call as the loop runs them (end to end).
+            32 updates per graph call as the loop runs them (end to end);
+  calls     the same rounds with a collect call and a train call each, as the loop ran
+            them before `Experiment.train_rounds`: loop / calls is what the blocks gain.
 
 Prints updates/s for each in both precisions, the bf16 : fp32 ratios and loop : pipeline.
 With `--prioritized_binding` (default `train.replay=@PrioritizedFrameStackReplay`) a third
@@ -52,6 +55,7 @@ from pipeline import config  # noqa: E402
 from pipeline.experiment import UPDATE_CHUNK, Experiment  # noqa: E402
 from pipeline.replay.prioritized import is_prioritized  # noqa: E402
 
+FP32 = "DuelingQNetwork.dtype='float32'"
 BF16 = "DuelingQNetwork.dtype='mixed_bfloat16'"
 PRIORITIZED = "train.replay=@PrioritizedFrameStackReplay"
 
@@ -118,12 +122,8 @@ class Subject:
         self.sample_only(self.n).numpy()
 
     def loop(self) -> None:
-        if not 1 <= self.per_iteration <= UPDATE_CHUNK:  # one call to collect, one to train
-            updates = tf.constant(self.per_iteration, tf.int64)
-            for _ in range(max(self.updates // self.per_iteration, 1)):
-                self.run._collect(self.run._collect_policy, self.collect)
-                loss = self.run.train_updates(updates)
-            loss.numpy()
+        if not 1 <= self.per_iteration <= UPDATE_CHUNK:  # the loop makes a call per round
+            self.calls()
             return
         rounds = max(self.updates // self.per_iteration, 1)
         while rounds:  # whole rounds, up to a block per graph call, as the loop runs them
@@ -131,11 +131,20 @@ class Subject:
             self.run.train_rounds(block)
             rounds -= block
 
+    def calls(self) -> None:
+        """The loop as it ran before `train_rounds`: a collect call, then a train call."""
+        updates = tf.constant(self.per_iteration, tf.int64)
+        for _ in range(max(self.updates // self.per_iteration, 1)):
+            self.run._collect(self.run._collect_policy, self.collect)
+            loss = self.run.train_updates(updates)
+        loss.numpy()
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gin_file", default="drq_breakout.gin")
     parser.add_argument("--gin_bindings", action="append", default=[])
+    parser.add_argument("--fp32_binding", default=FP32, help="binding of the float32 subjects")
     parser.add_argument("--bf16_binding", default=BF16, help="empty: float32 only")
     parser.add_argument("--prioritized_binding", default=PRIORITIZED, help="empty: skip")
     parser.add_argument("--no_two_pass", action="store_true", help="skip the two-pass subject")
@@ -154,10 +163,11 @@ def main() -> None:
         f"train.total_env_steps = {args.fill_steps * 100}",
         *args.gin_bindings,
     ]
-    subjects = {"fp32": Subject(args.gin_file, bindings, args.fill_steps, args.updates)}
+    fp32 = [*bindings, args.fp32_binding] if args.fp32_binding else bindings
+    subjects = {"fp32": Subject(args.gin_file, fp32, args.fill_steps, args.updates)}
     if not args.no_two_pass and getattr(subjects["fp32"].run.agent, "reads_next_states_once", 0):
         subjects["two-pass"] = Subject(
-            args.gin_file, bindings, args.fill_steps, args.updates, two_pass=True
+            args.gin_file, fp32, args.fill_steps, args.updates, two_pass=True
         )
     if args.bf16_binding:
         subjects["bf16"] = Subject(
@@ -165,14 +175,14 @@ def main() -> None:
         )
     if args.prioritized_binding:
         subjects["prioritized"] = Subject(
-            args.gin_file, [*bindings, args.prioritized_binding], args.fill_steps, args.updates
+            args.gin_file, [*fp32, args.prioritized_binding], args.fill_steps, args.updates
         )
     for spec in args.compare:
         name, _, binding = spec.partition("=")
         if not binding:
             parser.error(f"--compare={spec}: give NAME=BINDING")
-        subjects[name] = Subject(args.gin_file, [*bindings, binding], args.fill_steps, args.updates)
-    kinds = ("pipeline", "bare", "sample", "loop")
+        subjects[name] = Subject(args.gin_file, [*fp32, binding], args.fill_steps, args.updates)
+    kinds = ("pipeline", "bare", "sample", "loop", "calls")
     times = {(name, kind): [] for name in subjects for kind in kinds}
     for _ in range(args.rounds):
         for kind in kinds:
@@ -190,13 +200,15 @@ def main() -> None:
         "bare": "bare tf.function(agent.train)",
         "sample": f"training batches alone (batch {batch})",
         "loop": "loop end to end (collect + updates)",
+        "calls": "loop, a collect and a train call a round",
     }
     for kind in kinds:
         print(f"{labels[kind]:42s}" + "".join(f"{rate[name, kind]:12.1f}" for name in subjects))
     for name in subjects:
         print(
             f"{name}: pipeline / bare {rate[name, 'pipeline'] / rate[name, 'bare']:.3f}; "
-            f"loop / pipeline {rate[name, 'loop'] / rate[name, 'pipeline']:.3f}"
+            f"loop / pipeline {rate[name, 'loop'] / rate[name, 'pipeline']:.3f}; "
+            f"loop / calls {rate[name, 'loop'] / rate[name, 'calls']:.3f}"
         )
     ratio_labels = {"prioritized": "prioritized : uniform ratio (fp32)"}
     for name in subjects:
