@@ -1,8 +1,9 @@
 """The three-state MDP used to teach Q-value iteration, as a gymnasium env (`ToyMDP-v0`).
 
-Why it is here: its optimal Q-values are known exactly (`pipeline.tabular.q_value_iteration`
-computes them from `TRANSITIONS`, `REWARDS` and `ALLOWED` below, the very tables `step` samples
-from), so an agent's learned values and greedy actions can be checked against ground truth.
+Why it is here: its optimal Q-values are known exactly
+(`pipeline.baselines.tabular.q_value_iteration` computes them from `TRANSITIONS`, `REWARDS` and
+`ALLOWED` below, the very tables `step` samples from), so an agent's learned values and greedy
+actions can be checked against ground truth.
 
 Dynamics (states s0-s2, actions a0-a2, `T[s][a]` over next states (s0, s1, s2)):
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
 import inspect
 import logging
 import os
@@ -123,6 +124,7 @@ def parse(gin_files: list[str], gin_bindings: list[str]) -> list[Path]:
     Returns the resolved file paths. Each problem is one `UserError` line naming the file
     (and line) or the binding it comes from.
     """
+    importlib.import_module("pipeline.gin_names")  # TensorFlow: here, not when config loads
     paths = [resolve_gin_file(name) for name in gin_files]
     for directory in gin_search_dirs():
         gin.add_config_file_search_path(str(directory))

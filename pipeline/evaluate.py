@@ -17,9 +17,13 @@ from pathlib import Path
 import numpy as np
 from absl import flags, logging
 
-from pipeline import cli, config, experiment, on_policy, scripted_policies  # noqa: F401 (gin names)
+from pipeline import cli, config
+from pipeline.baselines import scripted_policies
 from pipeline.errors import UserError
-from pipeline.evaluation import Evaluator, eval_episode_seeds
+from pipeline.loops import (
+    off_policy,
+)
+from pipeline.loops.evaluation import Evaluator, eval_episode_seeds
 
 flags.DEFINE_string("root_dir", None, "Run directory (holds config.gin and policy/).")
 flags.DEFINE_integer(
@@ -119,7 +123,7 @@ def policy_from_checkpoint(root_dir: Path, text: str):
     (its loop is built from the already parsed config.gin; nothing is written)."""
     if FLAGS.policy != "exported":
         raise UserError("--checkpoint plays the run's agent: drop --policy")
-    loop = experiment.build_loop(root_dir)
+    loop = off_policy.build_loop(root_dir)
     steps = loop.load_weights(checkpoint_steps(text))
     return loop.eval_policy_at(steps), loop.eval_episodes_at(steps), steps
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.files import holds_run, parse_config_str
+from pipeline.run.files import holds_run, parse_config_str
 from pipeline.run_settings import SEED_BINDINGS, TOTAL_STEPS_BINDINGS
 
 PNG_FILE = "learning_curves.png"

@@ -32,9 +32,9 @@ from typing import Any
 import submitit
 from absl import flags
 
-from pipeline import aggregate as aggregation
 from pipeline import cli
-from pipeline.preemption import EXIT_PREEMPTED
+from pipeline.analysis import aggregate as aggregation
+from pipeline.run.preemption import EXIT_PREEMPTED
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEP_FILE = aggregation.SWEEP_FILE
@@ -277,7 +277,6 @@ def _check_in_child() -> None:
     import gin
 
     from pipeline import config
-    from pipeline import train as _train  # noqa: F401 (registers run_experiment, as train does)
     from pipeline.errors import UserError
 
     request = json.loads(sys.stdin.read())

@@ -10,10 +10,19 @@ from pathlib import Path
 import gin
 from absl import flags, logging
 
-from pipeline import cli, config, experiment, files, metrics, on_policy, preemption, rundir  # noqa: F401
-from pipeline.checkpoints import WriteError
+from pipeline import cli, config
 from pipeline.errors import UserError
-from pipeline.loop import TrainingLoop
+from pipeline.loops import (
+    off_policy,
+)
+from pipeline.loops.base import TrainingLoop
+from pipeline.run import (
+    files,
+    metrics,
+    preemption,
+    rundir,
+)
+from pipeline.run.checkpoints import WriteError
 
 flags.DEFINE_multi_string(
     "gin_file",
@@ -31,7 +40,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    execute(argv, experiment.build_loop)
+    execute(argv, off_policy.build_loop)
 
 
 def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None:
@@ -68,9 +77,9 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
         cli.fail(message)
     info = rundir.run_info(seed, gin_paths, FLAGS.gin_bindings)
     if resuming:
-        experiment.record_resume(root_dir, info)
+        off_policy.record_resume(root_dir, info)
     else:
-        experiment.write_run_files(root_dir, info)
+        off_policy.write_run_files(root_dir, info)
     logging.info("run directory: %s", root_dir.resolve())
     try:
         run.run(stop)

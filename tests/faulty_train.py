@@ -24,13 +24,13 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline import experiment, loop
+from pipeline.loops import base, off_policy
 
 CHECKPOINT_NAME = re.compile(r"ckpt-\d+")
 
 
 def kill_at_replacement() -> None:
-    real_replace, real_rmtree, real_restore = os.replace, shutil.rmtree, loop.TrainingLoop.restore
+    real_replace, real_rmtree, real_restore = os.replace, shutil.rmtree, base.TrainingLoop.restore
 
     def kill_if_a_checkpoint_lost_its_name(path) -> None:
         if CHECKPOINT_NAME.fullmatch(Path(path).name) and not Path(path).exists():
@@ -51,11 +51,11 @@ def kill_at_replacement() -> None:
         return resumed_at
 
     os.replace, shutil.rmtree = replace, rmtree
-    loop.TrainingLoop.restore = restore_then_sigterm
+    base.TrainingLoop.restore = restore_then_sigterm
 
 
 def sigterm_mid_round() -> None:
-    real_init = experiment.Experiment.__init__
+    real_init = off_policy.Experiment.__init__
 
     def init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
@@ -71,7 +71,7 @@ def sigterm_mid_round() -> None:
 
         self.train_updates = first_call_then_sigterm
 
-    experiment.Experiment.__init__ = init
+    off_policy.Experiment.__init__ = init
 
 
 def kill_after_episode() -> None:
@@ -81,7 +81,7 @@ def kill_after_episode() -> None:
 
     target = int(os.environ.get("FAULTY_EPISODES", "3"))
     ended = []
-    real_init = experiment.Experiment.__init__
+    real_init = off_policy.Experiment.__init__
 
     def count(is_last):
         ended.extend(bool(x) for x in is_last.numpy() if x)
@@ -93,7 +93,7 @@ def kill_after_episode() -> None:
         real_init(self, *args, **kwargs)
         self._observers.append(lambda traj: tf.py_function(count, [traj.is_last()], tf.int32))
 
-    experiment.Experiment.__init__ = init
+    off_policy.Experiment.__init__ = init
 
 
 FAULTS = {

@@ -13,10 +13,14 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from pipeline import config, experiment, on_policy, rundir  # noqa: F401 (on_policy: gin)
-from pipeline.a2c import n_step_returns
+from pipeline import config
+from pipeline.agents.a2c import n_step_returns
+from pipeline.agents.networks import DuelingQNetwork
 from pipeline.errors import UserError
-from pipeline.networks import DuelingQNetwork
+from pipeline.loops import (
+    off_policy,
+)
+from pipeline.run import rundir
 from tests.conftest import REPO, bindings, read_metrics, train_cli
 from tests.test_resume import complete_checkpoints, wait_for
 
@@ -60,7 +64,7 @@ def test_every_config_builds_and_runs_a_few_iterations(gin_file: str, tmp_path: 
     """In this process (the CLI around the loop has its own tests): a TF start-up saved each."""
     config.parse([gin_file], tiny_bindings(gin_file))
     run_dir = tmp_path / "run"
-    loop = experiment.build_loop(run_dir)  # builds everything before touching the disk
+    loop = off_policy.build_loop(run_dir)  # builds everything before touching the disk
     rundir.prepare(run_dir)
     rows = loop.run()
     assert rows[-1]["train_steps"] > 0 and np.isfinite(rows[-1]["train_loss"])
@@ -177,11 +181,12 @@ def start_cli(args: list[str], root_dir: Path) -> subprocess.Popen:
 def test_dqn_learns_the_toy_mdp_oracle_q_values(tmp_path: Path):
     """Masked DQN on ToyMDP-v0 approaches Q* from Q-value iteration; greedy actions match."""
     from envs import toy_mdp
-    from pipeline import config, experiment
-    from pipeline.tabular import greedy_actions, q_value_iteration
+    from pipeline import config
+    from pipeline.baselines.tabular import greedy_actions, q_value_iteration
+    from pipeline.loops import off_policy
 
     config.parse(["dqn_toy_mdp.gin"], ["train.total_env_steps=8_000", "train.eval_episodes=2"])
-    run = experiment.Experiment(tmp_path)
+    run = off_policy.Experiment(tmp_path)
     run.run()
     learned = run.agent._q_network(tf.eye(3))[0].numpy()
     oracle = q_value_iteration(toy_mdp.TRANSITIONS, toy_mdp.REWARDS, 0.9, toy_mdp.ALLOWED)
@@ -192,7 +197,7 @@ def test_dqn_learns_the_toy_mdp_oracle_q_values(tmp_path: Path):
 
 
 def test_mixed_bfloat16_warns_once_where_the_cpu_would_emulate_it(tmp_path: Path, caplog):
-    from pipeline.networks import warn_if_bfloat16_is_emulated
+    from pipeline.agents.networks import warn_if_bfloat16_is_emulated
 
     old = tmp_path / "old"
     old.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")

@@ -18,8 +18,8 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 from pipeline import config
-from pipeline.augmentation import AUGMENTATION_SEED_OFFSET, RandomShiftIntensity
-from pipeline.experiment import Experiment
+from pipeline.agents.augmentation import AUGMENTATION_SEED_OFFSET, RandomShiftIntensity
+from pipeline.loops.off_policy import Experiment
 
 
 def shifted(image: np.ndarray, dy: int, dx: int, pad: int) -> np.ndarray:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import rundir
-from pipeline.checkpoints import CheckpointStore
+from pipeline.run import rundir
+from pipeline.run.checkpoints import CheckpointStore
 from tests.conftest import REPO
 
 spec = importlib.util.spec_from_file_location("atari100k", REPO / "scripts/bench/atari100k.py")

@@ -19,18 +19,18 @@ from tf_agents.trajectories import policy_step, trajectory
 from tf_agents.trajectories import time_step as ts
 
 import envs
-from pipeline import files, metrics, rundir
-from pipeline.checkpoints import (
+from pipeline.agents.policies import EpsilonGreedyPolicy, UniformRandomPolicy
+from pipeline.errors import UserError
+from pipeline.replay.frame_stack import FrameStackReplay
+from pipeline.replay.uniform import UniformReplay
+from pipeline.run import files, metrics, rundir
+from pipeline.run.checkpoints import (
     MANIFEST,
     CheckpointError,
     CheckpointStore,
     save_replay,
     verify,
 )
-from pipeline.errors import UserError
-from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
-from pipeline.replay.frame_stack import FrameStackReplay
-from pipeline.replay.uniform import UniformReplay
 
 # --- the checkpoint store --------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoints import CheckpointStore, verify
+from pipeline.run.checkpoints import CheckpointStore, verify
 from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
 KEEP_ONE = [*TINY_RUN, "train.checkpoints_to_keep=1"]

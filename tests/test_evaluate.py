@@ -70,10 +70,11 @@ def test_export_loads_in_a_fresh_process_without_our_code(run_copy: Path, tmp_pa
     import tensorflow as tf
     from tf_agents.trajectories import time_step as ts
 
-    from pipeline import config, experiment
+    from pipeline import config
+    from pipeline.loops import off_policy
 
     config.parse([str(run_copy / "config.gin")], [])
-    run = experiment.Experiment(run_copy)
+    run = off_policy.Experiment(run_copy)
     assert run.restore() == read_metrics(run_copy)[-1]["env_steps"]
     obs = tf.constant(OBSERVATIONS, tf.float32)
     greedy = run.agent.policy.action(ts.restart(obs, batch_size=len(OBSERVATIONS)))

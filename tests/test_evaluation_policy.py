@@ -10,15 +10,16 @@ import tensorflow as tf
 from tf_agents.policies import py_tf_eager_policy
 from tf_agents.trajectories import time_step as ts
 
-from pipeline import config, experiment
-from pipeline.evaluation import CompiledPyPolicy
-from pipeline.policies import EpsilonGreedyPolicy
+from pipeline import config
+from pipeline.agents.policies import EpsilonGreedyPolicy
+from pipeline.loops import off_policy
+from pipeline.loops.evaluation import CompiledPyPolicy
 
 
-def _cartpole_run(root: Path, *bindings: str) -> experiment.Experiment:
+def _cartpole_run(root: Path, *bindings: str) -> off_policy.Experiment:
     try:
         config.parse(["dqn_cartpole.gin"], ["TorchInitQNetwork.fc_layer_params=(32,)", *bindings])
-        return experiment.Experiment(root)
+        return off_policy.Experiment(root)
     finally:
         gin.clear_config()
 
@@ -90,7 +91,7 @@ def test_evaluation_in_one_graph_loop_plays_exactly_the_python_loop(tmp_path: Pa
     as with the Python loop (what a filmed evaluation uses), greedy and with noise drawn per
     call; and a stop request mid-evaluation gives None in both."""
     import envs
-    from pipeline.evaluation import Evaluator
+    from pipeline.loops.evaluation import Evaluator
 
     run = _cartpole_run(tmp_path / "run")
     rng = tf.random.Generator.from_seed(5)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.optimizers import FusedAdam, TorchAdam
+from pipeline.agents.optimizers import FusedAdam, TorchAdam
 
 
 def torch_adam_reference(start, grads, lr, eps, beta_1=0.9, beta_2=0.999):

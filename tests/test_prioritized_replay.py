@@ -15,8 +15,8 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from pipeline.networks import DuelingCategoricalQNetwork
-from pipeline.rainbow import RainbowAgent
+from pipeline.agents.networks import DuelingCategoricalQNetwork
+from pipeline.agents.rainbow import RainbowAgent
 from pipeline.replay.prioritized import (
     PrioritizedFrameStackReplay,
     PrioritizedUniformReplay,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import preemption
+from pipeline.run import preemption
 from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
 FAULTY_TRAIN = REPO / "tests" / "faulty_train.py"
@@ -275,7 +275,9 @@ def test_a_resume_in_new_episodes_stores_no_transition_that_never_happened(
     from tf_agents.trajectories.time_step import StepType
 
     from envs.gym_bridge import GymnasiumEnvironment
-    from pipeline import config, experiment, rundir
+    from pipeline import config
+    from pipeline.loops import off_policy
+    from pipeline.run import rundir
 
     monkeypatch.setattr(GymnasiumEnvironment, "get_state", lambda self: None)
     tiny = [b for b in TINY_RUN if "total_env_steps" not in b]
@@ -283,12 +285,12 @@ def test_a_resume_in_new_episodes_stores_no_transition_that_never_happened(
     for total in (600, 900):
         gin.clear_config()
         config.parse(["dqn_cartpole.gin"], [*tiny, f"train.total_env_steps={total}"])
-        loop = experiment.build_loop(root_dir)
+        loop = off_policy.build_loop(root_dir)
         rundir.prepare(root_dir)
         loop.run()
     gin.clear_config()
     config.parse(["dqn_cartpole.gin"], [*tiny, "train.total_env_steps=900"])
-    loop = experiment.build_loop(root_dir)
+    loop = off_policy.build_loop(root_dir)
     loop.restore()
     items = loop.replay.buffer.gather_all()
     step_type = items.step_type.numpy()[0]

@@ -12,13 +12,13 @@ from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
 import envs
-from pipeline.evaluation import Evaluator, eval_episode_seeds
-from pipeline.scripted_policies import (
+from pipeline.baselines.scripted_policies import (
     BreakoutTrackerPyPolicy,
     CartPoleHeuristicPyPolicy,
     ScriptedPyPolicy,
     as_tf_policy,
 )
+from pipeline.loops.evaluation import Evaluator, eval_episode_seeds
 
 FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
 NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3  # Breakout's minimal action set

@@ -13,9 +13,9 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from pipeline.agents import build_dqn_family
-from pipeline.rainbow import RainbowAgent
-from pipeline.synced_target import with_synced_target
+from pipeline.agents.build import build_dqn_family
+from pipeline.agents.rainbow import RainbowAgent
+from pipeline.agents.synced_target import with_synced_target
 
 OBSERVATION = tensor_spec.TensorSpec((4,), tf.float32)
 ACTION = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 2)

@@ -27,7 +27,7 @@ from envs.toy_mdp import (
     ToyMDPEnv,
     observation_and_mask,
 )
-from pipeline.tabular import greedy_actions, q_value_iteration, tabular_q_learning
+from pipeline.baselines.tabular import greedy_actions, q_value_iteration, tabular_q_learning
 
 DISALLOWED = [(1, 1), (2, 0), (2, 2)]
 ALLOWED_PAIRS = [(int(s), int(a)) for s, a in zip(*np.nonzero(ALLOWED), strict=True)]

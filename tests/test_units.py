@@ -12,10 +12,12 @@ from tf_agents.policies import py_policy
 from tf_agents.trajectories import policy_step
 
 import envs
-from pipeline import config, experiment, metrics
-from pipeline.evaluation import Evaluator
-from pipeline.rundir import default_root_dir
-from pipeline.schedules import LinearSchedule
+from pipeline import config
+from pipeline.agents.schedules import LinearSchedule
+from pipeline.loops import off_policy
+from pipeline.loops.evaluation import Evaluator
+from pipeline.run import metrics
+from pipeline.run.rundir import default_root_dir
 
 
 def test_linear_schedule_decays_then_holds():
@@ -103,7 +105,7 @@ def test_cartpole_network_starts_as_pytorch_linear_layers_in_every_layer():
     """Kernel and bias of each layer, output included, from U(+-1/sqrt(fan_in)), each its own."""
     try:
         config.parse(["dqn_cartpole.gin"], ["TorchInitQNetwork.fc_layer_params=(256, 256, 256)"])
-        agent = experiment.Experiment("unused-root").agent
+        agent = off_policy.Experiment("unused-root").agent
     finally:
         gin.clear_config()
     variables = agent._q_network.trainable_variables

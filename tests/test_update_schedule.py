@@ -7,7 +7,8 @@ from pathlib import Path
 import gin
 import numpy as np
 
-from pipeline import config, experiment
+from pipeline import config
+from pipeline.loops import off_policy
 from tests.conftest import REPO, bindings, read_metrics, train_cli
 
 
@@ -16,7 +17,7 @@ def test_rounds_end_at_multiples_of_the_collection_length():
     64 steps counted from step 0, as SB3 counts its rounds of 256)."""
     try:
         config.parse(["dqn_cartpole.gin"], [])
-        run = experiment.Experiment("unused-root")
+        run = off_policy.Experiment("unused-root")
     finally:
         gin.clear_config()
     due = {steps: run._updates_due(steps) for steps in (999, 1_000, 1_023, 1_024, 1_087, 1_088)}
@@ -68,8 +69,8 @@ def test_whole_rounds_in_one_graph_call_train_as_one_call_per_round(tmp_path: Pa
         )
         (tmp_path / "blocks").mkdir()
         (tmp_path / "rounds").mkdir()
-        blocks = experiment.Experiment(tmp_path / "blocks")
-        rounds = experiment.Experiment(tmp_path / "rounds")
+        blocks = off_policy.Experiment(tmp_path / "blocks")
+        rounds = off_policy.Experiment(tmp_path / "rounds")
     finally:
         gin.clear_config()
     calls = []

@@ -19,7 +19,7 @@ from absl import flags
 from tf_agents.specs import tensor_spec
 
 from pipeline.errors import UserError
-from pipeline.experiment import Experiment
+from pipeline.loops.off_policy import Experiment
 
 REPLAY_TABLE = "replay"  # transitions: items of 2 consecutive steps (s, a, r) -> (s', ...)
 WEIGHTS_TABLE = "weights"  # the newest policy weights, with the learner's env-step count

@@ -28,15 +28,10 @@ from pathlib import Path
 
 from absl import flags
 
-from pipeline import (
-    cli,
-    config,
-    preemption,
-    rundir,
-    train,  # noqa: F401 (defines --gin_file, --gin_bindings, --root_dir)
-)
+from pipeline import cli, config
 from pipeline.distributed import common
 from pipeline.errors import UserError
+from pipeline.run import preemption, rundir
 
 flags.DEFINE_integer("num_collectors", 2, "Collector processes.")
 flags.DEFINE_integer("port", 0, "Reverb server port; 0 picks a free one.")

@@ -3,7 +3,7 @@
     python -m pipeline.distributed.learner --gin_file=dqn_cartpole.gin --root_dir=RUN \
         --server=HOST:PORT --gin_bindings=DqnAgent.n_step_update=1
 
-It is the single-process loop (`pipeline.loop` via `Experiment`) with another data path:
+It is the single-process loop (`pipeline.loops.base` via `Experiment`) with another data path:
 environment steps are the transitions the server has received from all collectors, and each
 iteration makes the updates those steps are due under the gin file's update ratio (the same
 `_updates_due` as one process). Evaluation, checkpoints, exports, resume and signals are the
@@ -26,8 +26,8 @@ from tf_agents.replay_buffers import reverb_replay_buffer
 from pipeline import cli, train
 from pipeline.distributed import common
 from pipeline.errors import UserError
-from pipeline.metrics import MetricsLog
-from pipeline.preemption import PreemptionFlag
+from pipeline.run.metrics import MetricsLog
+from pipeline.run.preemption import PreemptionFlag
 
 FLAGS = flags.FLAGS
 

@@ -19,15 +19,11 @@ from pathlib import Path
 import reverb
 from absl import flags, logging
 
-from pipeline import (
-    cli,
-    config,
-    rundir,
-    train,  # noqa: F401 (defines --gin_file, --gin_bindings, --root_dir)
-)
+from pipeline import cli, config
 from pipeline.distributed import common
 from pipeline.errors import UserError
-from pipeline.preemption import PreemptionFlag
+from pipeline.run import rundir
+from pipeline.run.preemption import PreemptionFlag
 
 flags.DEFINE_integer("port", None, "Port to listen on (all interfaces).")
 FLAGS = flags.FLAGS

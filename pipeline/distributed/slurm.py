@@ -29,15 +29,11 @@ from pathlib import Path
 import gin
 from absl import flags
 
-from pipeline import (
-    cli,
-    config,
-    rundir,
-    train,  # noqa: F401 (defines --gin_file, --gin_bindings, --root_dir)
-)
+from pipeline import cli, config
 from pipeline.distributed import common
 from pipeline.errors import UserError
-from pipeline.files import atomic_write_text
+from pipeline.run import rundir
+from pipeline.run.files import atomic_write_text
 
 flags.DEFINE_integer("num_collectors", 2, "Collectors; the job has num_collectors + 2 tasks.")
 flags.DEFINE_string("partition", None, "Slurm partition (default: the cluster's).")

@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from pipeline import report  # noqa: E402
-from pipeline.checkpoints import CheckpointStore  # noqa: E402
-from pipeline.preemption import EXIT_PREEMPTED  # noqa: E402
+from pipeline.run.checkpoints import CheckpointStore  # noqa: E402
+from pipeline.run.preemption import EXIT_PREEMPTED  # noqa: E402
 from pipeline.sweep import SweepError, parse_seeds  # noqa: E402
 
 REFERENCES = REPO / "data" / "atari100k_breakout.csv"

@@ -1,8 +1,8 @@
 """Baseline rows without training: uniform random and our scripted players, on the eval protocol.
 
 What a trained agent has to beat, measured exactly as the training loop evaluates it:
-`--episodes` episodes played side by side by `pipeline.evaluation.Evaluator`, env i reset
-with the loop's fixed eval seeds (`pipeline.evaluation.eval_episode_seeds`).
+`--episodes` episodes played side by side by `pipeline.loops.evaluation.Evaluator`, env i reset
+with the loop's fixed eval seeds (`pipeline.loops.evaluation.eval_episode_seeds`).
 
   - CartPole-v1: `envs.load_gymnasium(seed=None, training=False)`; TF-Agents'
     `RandomPyPolicy` and `CartPoleHeuristicPyPolicy`.
@@ -37,8 +37,8 @@ from tf_agents.environments import py_environment
 from tf_agents.policies import py_policy, random_py_policy
 
 from envs import load_atari, load_gymnasium
-from pipeline.evaluation import Evaluator, eval_episode_seeds
-from pipeline.scripted_policies import BreakoutTrackerPyPolicy, CartPoleHeuristicPyPolicy
+from pipeline.baselines.scripted_policies import BreakoutTrackerPyPolicy, CartPoleHeuristicPyPolicy
+from pipeline.loops.evaluation import Evaluator, eval_episode_seeds
 
 EnvMaker = Callable[[], py_environment.PyEnvironment]
 PolicyMaker = Callable[[py_environment.PyEnvironment, int], py_policy.PyPolicy]

@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parents[2]
 def seed_setting(gin_file: str, bindings: list[str]) -> str:
     """`train.seed` or `train_on_policy.seed`: the seed of the loop the gin file runs (the
     CLI refuses a binding of the other one, which would change nothing)."""
-    from pipeline import train as _train  # noqa: F401 (registers the loops' gin names)
 
     gin.clear_config()
     config.parse([gin_file], bindings)

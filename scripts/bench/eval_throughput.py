@@ -36,8 +36,8 @@ import numpy as np  # noqa: E402
 
 import envs  # noqa: E402
 from pipeline import config  # noqa: E402
-from pipeline.evaluation import CompiledPyPolicy, Evaluator  # noqa: E402
-from pipeline.experiment import Experiment  # noqa: E402
+from pipeline.loops.evaluation import CompiledPyPolicy, Evaluator  # noqa: E402
+from pipeline.loops.off_policy import Experiment  # noqa: E402
 
 
 def balancing_policy() -> CompiledPyPolicy:

@@ -49,16 +49,16 @@ def child(mode: str, capacity: int, argv: list[str]) -> None:
     sys.path.insert(0, str(REPO / "scripts" / "bench"))
     from replay_checkpoint import add as fill_synthetic
 
-    from pipeline import experiment
+    from pipeline.loops import off_policy
     from pipeline.replay.frame_stack import FrameStackReplay
 
-    real_init = experiment.Experiment.__init__
+    real_init = off_policy.Experiment.__init__
 
     def init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
         fill_synthetic(self.replay, capacity, np.random.default_rng(0))
 
-    experiment.Experiment.__init__ = init
+    off_policy.Experiment.__init__ = init
     if mode == "full":
         real_save = FrameStackReplay.save
         FrameStackReplay.save = lambda self, directory, contents, *_, **__: real_save(
@@ -122,7 +122,7 @@ def measure(mode: str, capacity: int, root: Path, after_s: float, cgroup: Path |
     process.send_signal(signal.SIGTERM)
     status = process.wait()
     elapsed = time.monotonic() - sent
-    from pipeline.checkpoints import verify
+    from pipeline.run.checkpoints import verify
 
     newest = complete(root)[-1]
     return {

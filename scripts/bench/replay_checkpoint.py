@@ -34,8 +34,8 @@ from tf_agents.specs import tensor_spec  # noqa: E402
 from tf_agents.trajectories import policy_step, trajectory  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
-from pipeline.checkpoints import CheckpointStore, save_replay  # noqa: E402
 from pipeline.replay.frame_stack import FrameStackReplay  # noqa: E402
+from pipeline.run.checkpoints import CheckpointStore, save_replay  # noqa: E402
 
 
 def breakout_spec():

@@ -7,7 +7,7 @@ head, batch 32, 10-step windows, augmentation) twice in one process, once in flo
 random-policy steps, then times, in alternating rounds:
 
   pipeline  the loop's own update call: N x (sample + augment + agent.train) in one graph loop,
-            as `pipeline.experiment` runs it;
+            as `pipeline.loops.off_policy` runs it;
   bare      `tf.function(agent.train)` called N times on one fixed batch (no sampling): the
             fastest a loop around TF-Agents can be;
   sample    the batch the update trains on (n-step transition, augmented), N times;
@@ -22,7 +22,7 @@ With `--prioritized_binding` (default `train.replay=@PrioritizedFrameStackReplay
 subject, float32 with prioritized replay (draws by priority, importance weights, priorities
 written back after every update), is timed in the same rounds: prioritized : uniform.
 Where the gin file's agent reads the next states once (a target synced after every update,
-`pipeline.synced_target`), a subject "two-pass" is float32 with TF-Agents' own passes of
+`pipeline.agents.synced_target`), a subject "two-pass" is float32 with TF-Agents' own passes of
 the next states through the target and the online network (`--no_two_pass` skips it):
 fp32 : two-pass is what reading them once gains. `--compare=NAME=BINDING` (repeatable) adds
 a float32 subject with one more binding, e.g. `--compare=fused='train.optimizer=@FusedAdam'`.
@@ -52,7 +52,7 @@ import gin  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline import config  # noqa: E402
-from pipeline.experiment import UPDATE_CHUNK, Experiment  # noqa: E402
+from pipeline.loops.off_policy import UPDATE_CHUNK, Experiment  # noqa: E402
 from pipeline.replay.prioritized import is_prioritized  # noqa: E402
 
 FP32 = "DuelingQNetwork.dtype='float32'"

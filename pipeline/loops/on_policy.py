@@ -9,7 +9,7 @@ once (the agent decides how many passes), and throws it away. Two ways to collec
                                        into the next as its first, so every transition is
                                        trained on once and each batch can bootstrap.
 
-Evaluation, checkpoints, resume and signals are `pipeline.loop.TrainingLoop`'s, as for DQN.
+Evaluation, checkpoints, resume and signals are `pipeline.loops.base.TrainingLoop`'s, as for DQN.
 A run picks this loop with `run_experiment.loop = @OnPolicyExperiment` (see the gin files).
 """
 
@@ -21,20 +21,20 @@ from pathlib import Path
 
 import gin
 import tensorflow as tf
-from tf_agents.agents.ppo import ppo_clip_agent  # noqa: F401 (gin names)
 from tf_agents.agents.reinforce import reinforce_agent
 from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
 from tf_agents.networks import actor_distribution_network
-from tf_agents.networks import value_network as value_networks  # noqa: F401 (gin names)
 from tf_agents.policies import greedy_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 
 import envs
-from pipeline import a2c, agents  # noqa: F401 (a2c: gin names)
+from pipeline.agents import (
+    build,
+)
+from pipeline.agents.policies import GeneratorSamplingPolicy
 from pipeline.errors import UserError
-from pipeline.loop import TrainingLoop
-from pipeline.metrics import MetricsLog
-from pipeline.policies import GeneratorSamplingPolicy
+from pipeline.loops.base import TrainingLoop
+from pipeline.run.metrics import MetricsLog
 
 
 @gin.configurable("train_on_policy", denylist=["root_dir"])
@@ -93,7 +93,7 @@ class OnPolicyExperiment(TrainingLoop):
             deterministic=deterministic,
         )
         self.max_steps_per_iteration = max_steps_per_iteration
-        self.agent = agents.build_on_policy(
+        self.agent = build.build_on_policy(
             agent,
             actor_network,
             value_network,

@@ -6,10 +6,11 @@ drive an environment into a known state in tests, and a decent scripted player c
 replay buffer with experience a random policy never reaches (Breakout beyond the first
 bricks).
 
-All three are `PyPolicy`s that take a *batch* of time steps, as `pipeline.evaluation.Evaluator`
-passes them (an unbatched time step works too). Their state, where they have one, is per batch
-element and starts over at each FIRST step, so every episode is played the same way however
-the batch is laid out. `as_tf_policy` wraps any of them for TF drivers (collection).
+All three are `PyPolicy`s that take a *batch* of time steps, as
+`pipeline.loops.evaluation.Evaluator` passes them (an unbatched time step works too). Their
+state, where they have one, is per batch element and starts over at each FIRST step, so every
+episode is played the same way however the batch is laid out. `as_tf_policy` wraps any of them
+for TF drivers (collection).
 
 Each is gin-configurable under its class name; the specs come from the environment:
 
@@ -31,7 +32,7 @@ from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import nest_utils
 
-from pipeline.policies import discrete_action_range
+from pipeline.agents.policies import discrete_action_range
 
 _FIRST = int(ts.StepType.FIRST)
 _LAST = int(ts.StepType.LAST)

@@ -1,6 +1,6 @@
 """File helpers with no TensorFlow import, shared by the trainer and the sweep tools.
 
-`pipeline.sweep` and `pipeline.aggregate` stay free of TensorFlow (they run on login nodes
+`pipeline.sweep` and `pipeline.analysis.aggregate` stay free of TensorFlow (they run on login nodes
 and in small Slurm jobs), so the pieces they share with the trainer live here.
 """
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.files import (
+from pipeline.run.files import (
     atomic_write_text,  # noqa: F401 (callers use rundir.atomic_write_text)
     parse_config_str,
 )

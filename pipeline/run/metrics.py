@@ -14,8 +14,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from pipeline import files, rundir
-from pipeline.checkpoints import guarded_write
+from pipeline.run import files, rundir
+from pipeline.run.checkpoints import guarded_write
 
 GROUPS = ("train", "eval")
 

@@ -1,4 +1,4 @@
-"""Aggregates a sweep by setting across seeds: `python -m pipeline.aggregate SWEEP_DIR`.
+"""Aggregates a sweep by setting across seeds: `python -m pipeline.analysis.aggregate SWEEP_DIR`.
 
 Reads `<sweep_dir>/sweep.json` (written by `pipeline.sweep`) and each run's `metrics.jsonl`,
 and writes `aggregate.md` and `aggregate.csv` next to it. Only finished runs (an evaluation
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.files import atomic_write_text, read_metrics_rows
+from pipeline.run.files import atomic_write_text, read_metrics_rows
 
 SWEEP_FILE = "sweep.json"
 MARKDOWN_FILE = "aggregate.md"
@@ -218,7 +218,7 @@ def aggregate(sweep_dir: Path | str) -> tuple[Path, list[SettingResult]]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m pipeline.aggregate SWEEP_DIR", file=sys.stderr)
+        print("usage: python -m pipeline.analysis.aggregate SWEEP_DIR", file=sys.stderr)
         return 2
     sweep_dir = Path(argv[1])
     if not (sweep_dir / SWEEP_FILE).is_file():

@@ -14,14 +14,13 @@ from typing import Any
 import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
-from tf_agents.agents.categorical_dqn import categorical_dqn_agent  # noqa: F401 (gin names)
-from tf_agents.networks import categorical_q_network, network  # noqa: F401 (gin names)
+from tf_agents.networks import network
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
 from envs import toy_mdp
+from pipeline.agents.synced_target import with_synced_target
 from pipeline.errors import UserError
-from pipeline.synced_target import with_synced_target
 
 # TF-Agents already registers DqnAgent, DdqnAgent and QNetwork; these are the pieces it
 # leaves out.
@@ -59,7 +58,7 @@ def build_dqn_family(
     Creating the optimizer's slots up front lets the train loop run as one `tf.function`
     (variables cannot be created inside a graph loop). DQN and double DQN with a target
     synced after every update read the next states through the online network alone
-    (`pipeline.synced_target`).
+    (`pipeline.agents.synced_target`).
     """
     observation_spec = tensor_spec.from_spec(time_step_spec.observation)
     if action_mask_splitter is not None:  # the network sees the state part only

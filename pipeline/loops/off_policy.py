@@ -2,7 +2,7 @@
 
 One object owns one run: it builds the environments, agent and replay buffer from gin
 references in `__init__` (touching no files, so a bad setting leaves nothing behind); `run()`
-(from `pipeline.loop`) writes the run directory and loops. Each iteration here collects with
+(from `pipeline.loops.base`) writes the run directory and loops. Each iteration here collects with
 the exploration policy and trains at a fixed ratio of updates to environment steps.
 """
 
@@ -24,16 +24,18 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 import envs
-from pipeline import agents, networks, optimizers, rainbow, rundir  # noqa: F401 (gin names)
-from pipeline import augmentation as _augmentation  # noqa: F401 (gin names)
-from pipeline.checkpoints import MANIFEST, save_replay
+from pipeline.agents import (
+    build,
+)
+from pipeline.agents.policies import EpsilonGreedyPolicy, UniformRandomPolicy
+from pipeline.agents.schedules import LinearSchedule
 from pipeline.errors import UserError
-from pipeline.loop import TrainingLoop
-from pipeline.metrics import MetricsLog
-from pipeline.policies import EpsilonGreedyPolicy, UniformRandomPolicy
+from pipeline.loops.base import TrainingLoop
 from pipeline.replay.prioritized import is_prioritized
 from pipeline.replay.uniform import UniformReplay
-from pipeline.schedules import LinearSchedule
+from pipeline.run import rundir
+from pipeline.run.checkpoints import MANIFEST, save_replay
+from pipeline.run.metrics import MetricsLog
 
 RANDOM_CHUNK = 5_000  # initial random steps per call: signals wait at most one chunk
 UPDATE_CHUNK = 32  # updates per call: a signal waits for at most this many, not a round
@@ -112,7 +114,7 @@ class Experiment(TrainingLoop):
                 "actions: pick an env with Discrete actions, or a policy-gradient agent "
                 "(gin/ppo_cartpole.gin shows run_experiment.loop = @train_on_policy)"
             )
-        self.agent = agents.build_dqn_family(
+        self.agent = build.build_dqn_family(
             agent,
             network,
             optimizer,
@@ -156,7 +158,7 @@ class Experiment(TrainingLoop):
                 eval_policy, eval_epsilon, self._eval_rng, "eval", splitter=action_mask_splitter
             )
         self._set_eval_policy(eval_policy, export=self.agent.policy)
-        # Training batches only (`pipeline.augmentation`); policies see the env's frames.
+        # Training batches only (`pipeline.agents.augmentation`); policies see the env's frames.
         self.augmentation = augmentation(seed=seed) if augmentation is not None else None
         self.train_updates = tf.function(self._train_updates, autograph=False)
 

@@ -2,8 +2,8 @@
 
 A subclass builds its agent and data path and implements one `_iteration` (collect and
 train); `TrainingLoop.run` schedules evaluations and checkpoints around it, resumes from the
-newest checkpoint, and stops cleanly on a signal. The DQN family (`pipeline.experiment`) and
-the on-policy agents (`pipeline.on_policy`) are both this loop.
+newest checkpoint, and stops cleanly on a signal. The DQN family (`pipeline.loops.off_policy`) and
+the on-policy agents (`pipeline.loops.on_policy`) are both this loop.
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ from tf_agents.environments import batched_py_environment, tf_py_environment
 from tf_agents.metrics import tf_metrics
 from tf_agents.policies import policy_saver, py_policy, tf_policy
 
-from pipeline import rundir
-from pipeline.checkpoints import WRITE_ERRORS, CheckpointStore, guarded_write
 from pipeline.errors import UserError
-from pipeline.evaluation import (
+from pipeline.loops.evaluation import (
     EVAL_SEED_OFFSET,
     Evaluator,
     eval_episode_seeds,
     py_policy_for_evaluation,
 )
-from pipeline.metrics import MetricsLog, Progress
-from pipeline.preemption import Preempted, PreemptionFlag
+from pipeline.run import rundir
+from pipeline.run.checkpoints import WRITE_ERRORS, CheckpointStore, guarded_write
+from pipeline.run.metrics import MetricsLog, Progress
+from pipeline.run.preemption import Preempted, PreemptionFlag
 
 
 class TrainingLoop:
