@@ -24,6 +24,7 @@ from pipeline.loops import (
     off_policy,
 )
 from pipeline.loops.evaluation import Evaluator, eval_episode_seeds
+from pipeline.run.checkpoints import read_variables
 
 flags.DEFINE_string("root_dir", None, "Run directory (holds config.gin and policy/).")
 flags.DEFINE_integer(
@@ -124,7 +125,7 @@ def policy_from_checkpoint(root_dir: Path, text: str):
     if FLAGS.policy != "exported":
         raise UserError("--checkpoint plays the run's agent: drop --policy")
     loop = off_policy.build_loop(root_dir)
-    steps = loop.load_weights(checkpoint_steps(text))
+    steps = read_variables(loop.checkpoints, loop.tf_state(), checkpoint_steps(text))
     return loop.eval_policy_at(steps), loop.eval_episodes_at(steps), steps
 
 

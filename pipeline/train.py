@@ -77,9 +77,9 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
         cli.fail(message)
     info = rundir.run_info(seed, gin_paths, FLAGS.gin_bindings)
     if resuming:
-        off_policy.record_resume(root_dir, info)
+        rundir.record_resume(root_dir, info)
     else:
-        off_policy.write_run_files(root_dir, info)
+        rundir.write_run_files(root_dir, info)
     logging.info("run directory: %s", root_dir.resolve())
     try:
         run.run(stop)

@@ -14,6 +14,8 @@ from typing import Any
 import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
+from tf_agents.agents.data_converter import AsNStepTransition
+from tf_agents.agents.dqn import dqn_agent
 from tf_agents.networks import network
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
@@ -138,3 +140,17 @@ def build_on_policy(
         kwargs[_first_parameter(agent_class, "value_network", "value_net")] = value
     specs = (time_step_spec, action_spec)
     return _initialized_agent(agent_class, specs, optimizer_class, train_step_counter, None, kwargs)
+
+
+def trains_on_transitions(agent: tf_agent.TFAgent) -> bool:
+    """Whether the agent turns windows into n-step transitions with TF-Agents' converter.
+
+    DqnAgent's loss (DdqnAgent's too) starts with `AsNStepTransition`; then the buffer
+    builds the same transition itself and skips the observations the converter would
+    drop. C51 overrides the loss and reads the window directly, so it gets windows;
+    `RainbowAgent` converts them itself and says so (`trains_on_transitions`).
+    """
+    uses_converter = getattr(
+        agent, "trains_on_transitions", type(agent)._loss is dqn_agent.DqnAgent._loss
+    )
+    return uses_converter and isinstance(agent._as_transition, AsNStepTransition)

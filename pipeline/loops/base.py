@@ -2,40 +2,40 @@
 
 A subclass builds its agent and data path and implements one `_iteration` (collect and
 train); `TrainingLoop.run` schedules evaluations and checkpoints around it, resumes from the
-newest checkpoint, and stops cleanly on a signal. The DQN family (`pipeline.loops.off_policy`) and
-the on-policy agents (`pipeline.loops.on_policy`) are both this loop.
+newest checkpoint, and stops cleanly on a signal. The DQN family
+(`pipeline.loops.off_policy`) and the on-policy agents (`pipeline.loops.on_policy`) are both
+this loop.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import pickle
-import shutil
 import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import gin
 import tensorflow as tf
 from absl import logging
-from tf_agents.environments import batched_py_environment, tf_py_environment
 from tf_agents.metrics import tf_metrics
-from tf_agents.policies import policy_saver, py_policy, tf_policy
+from tf_agents.policies import py_policy, tf_policy
 
-from pipeline.errors import UserError
+from envs.batched import training_env
 from pipeline.loops.evaluation import (
     EVAL_SEED_OFFSET,
     Evaluator,
     eval_episode_seeds,
     py_policy_for_evaluation,
 )
+from pipeline.loops.export import PolicyExporter
+from pipeline.loops.settings import LoopSettings
 from pipeline.run import rundir
-from pipeline.run.checkpoints import WRITE_ERRORS, CheckpointStore, guarded_write
-from pipeline.run.metrics import MetricsLog, Progress
+from pipeline.run.checkpoints import (
+    CheckpointStore,
+    guarded_write,
+    read_loop_state,
+    write_loop_state,
+)
+from pipeline.run.metrics import MetricsLog, Progress, metric_windows
 from pipeline.run.preemption import Preempted, PreemptionFlag
 
 
@@ -44,44 +44,27 @@ class TrainingLoop:
 
     setting = "train"  # the gin name of the subclass, for error messages
 
-    def _setup(
-        self,
-        root_dir: str | Path,
-        *,
-        seed: int,
-        env_loader: Callable,
-        num_envs: int,
-        total_env_steps: int,
-        eval_interval: int,
-        eval_episodes: int,
-        eval_at_start: bool,
-        first_eval: int,
-        final_eval_episodes: int | None = None,
-        progress_interval_s: float,
-        checkpoint_interval: int | None,
-        checkpoint_interval_s: float,
-        checkpoints_to_keep: int,
-        deterministic: bool,
-    ) -> None:
+    def _setup(self, root_dir: str | Path, settings: LoopSettings, first_eval: int) -> None:
         """Builds what every loop has: envs, evaluator, counters, schedules, checkpoints.
 
         `first_eval` is the first scheduled evaluation after step 0 (the DQN loop puts it
-        after the random initial collection). `final_eval_episodes` (default
-        `eval_episodes`) is the size of the evaluation at `total_env_steps`.
+        after the random initial collection).
         """
-        if final_eval_episodes is None:
-            final_eval_episodes = eval_episodes
+        seed, env_loader = settings.seed, settings.env_loader
         self.root_dir = Path(root_dir)
         self.seed = seed
-        self.total_env_steps = total_env_steps
-        self.eval_interval = eval_interval
-        self.eval_at_start = eval_at_start
-        self.eval_episodes = eval_episodes
-        self.final_eval_episodes = final_eval_episodes
-        self.progress_interval_s = progress_interval_s
-        self.checkpoint_interval = checkpoint_interval or eval_interval
-        self.checkpoint_interval_s = checkpoint_interval_s
-        self.checkpoints = CheckpointStore(self.root_dir / "checkpoints", keep=checkpoints_to_keep)
+        self.total_env_steps = settings.total_env_steps
+        self.eval_interval = settings.eval_interval
+        self.eval_at_start = settings.eval_at_start
+        self.eval_episodes = settings.eval_episodes
+        self.final_eval_episodes = settings.final_eval_episodes
+        if self.final_eval_episodes is None:
+            self.final_eval_episodes = self.eval_episodes
+        self.progress_interval_s = settings.progress_interval_s
+        self.checkpoint_interval = settings.checkpoint_interval or settings.eval_interval
+        self.checkpoint_interval_s = settings.checkpoint_interval_s
+        keep = settings.checkpoints_to_keep
+        self.checkpoints = CheckpointStore(self.root_dir / "checkpoints", keep=keep)
         # What the loop needs besides TF variables to continue exactly (see checkpoints).
         self._loop: dict = {
             "next_eval": first_eval,
@@ -95,24 +78,14 @@ class TrainingLoop:
         self._session_start = time.monotonic()
 
         tf.keras.utils.set_random_seed(seed)
-        if deterministic:
+        if settings.deterministic:
             tf.config.experimental.enable_op_determinism()
 
-        if num_envs == 1:
-            train_env = env_loader(seed=seed, training=True)
-        else:  # lanes seeded apart; stepped in turn, which keeps runs reproducible
-            train_env = batched_py_environment.BatchedPyEnvironment(
-                [env_loader(seed=seed * num_envs + i, training=True) for i in range(num_envs)],
-                multithreading=False,
-            )
-        if not train_env.batched:
-            # TFPyEnvironment would wrap it with a thread pool that one env never uses, whose
-            # finalizer fails at interpreter exit on Python 3.12 after an early refusal.
-            train_env = batched_py_environment.BatchedPyEnvironment([train_env], False)
-        self.train_env = tf_py_environment.TFPyEnvironment(train_env)
-        first = getattr(train_env, "envs", [train_env])[0]
+        self.train_env = training_env(env_loader, seed, settings.num_envs)
+        pyenv = self.train_env.pyenv
+        first = getattr(pyenv, "envs", [pyenv])[0]
         self.env_description = getattr(first, "description", type(first).__name__)
-        most = max(eval_episodes, final_eval_episodes)
+        most = max(self.eval_episodes, self.final_eval_episodes)
         self.evaluator = Evaluator(
             [env_loader(seed=None, training=False) for _ in range(most)],
             seeds=eval_episode_seeds(seed, most),
@@ -136,45 +109,11 @@ class TrainingLoop:
     def _set_eval_policy(self, policy: tf_policy.TFPolicy, export: tf_policy.TFPolicy) -> None:
         """`policy` plays the evaluations; `export` (greedy, no eval noise) is saved after each."""
         self._eval_policy = py_policy_for_evaluation(policy)
-        self._export_policy = export
-        self._saver: policy_saver.PolicySaver | None = None
+        self._exporter = PolicyExporter(export, self.train_step, self.root_dir)
 
     def export_policy(self, env_steps: int) -> Path:
-        """Saves the greedy policy with the current weights as a SavedModel, atomically.
-
-        Written to `policies/step-N` (through a `.partial` sibling and a rename; a new name
-        `step-N.1`, ... if one is there, so the export `policy` points to is never replaced
-        in place), then the `policy` symlink is swapped to it in one rename, so a reader of
-        `<root_dir>/policy` always finds a complete model. Older exports are removed after.
-        Loading it needs only TensorFlow and TF-Agents: `tf.saved_model.load("<root_dir>/policy")`.
-        """
-        if self._saver is None:
-            self._saver = policy_saver.PolicySaver(
-                self._export_policy, batch_size=None, train_step=self.train_step
-            )
-        folder = self.root_dir / "policies"
-        target = _unused_name(folder / f"step-{env_steps:012d}")
-        partial = folder / f".{target.name}.partial"
-        with guarded_write(f"the policy export {target}"):
-            folder.mkdir(exist_ok=True)
-            shutil.rmtree(partial, ignore_errors=True)
-            try:
-                with quiet_saving():
-                    self._saver.save(str(partial))
-            except WRITE_ERRORS:
-                shutil.rmtree(partial, ignore_errors=True)  # give the space back
-                raise
-            os.replace(partial, target)
-            link, current = self.root_dir / ".policy.link", self.root_dir / "policy"
-            link.unlink(missing_ok=True)
-            os.symlink(Path("policies") / target.name, link)
-            if current.is_dir() and not current.is_symlink():  # a copy made with `cp -rL`
-                shutil.rmtree(current)
-            os.replace(link, current)
-        for old in folder.iterdir():
-            if old != target:
-                shutil.rmtree(old, ignore_errors=True)
-        return target
+        """Saves the greedy policy with the current weights (`PolicyExporter`)."""
+        return self._exporter.export(env_steps)
 
     # --- what subclasses provide -------------------------------------------------------
 
@@ -207,10 +146,9 @@ class TrainingLoop:
 
     # --- evaluation ------------------------------------------------------------------
 
-    def _evaluate(
-        self, log: MetricsLog, env_steps: int, stop: PreemptionFlag
-    ) -> dict[str, float] | None:
-        """Evaluates and logs; None if a signal cut it short (it runs again after resume)."""
+    def _evaluate(self, log: MetricsLog, env_steps: int, stop: PreemptionFlag) -> dict | None:
+        """Evaluates, logs and records the metrics.jsonl row it returns; None if a signal cut
+        it short (it runs again after the resume)."""
         episodes = self.evaluator.run(
             self.eval_policy_at(env_steps),
             should_stop=lambda: stop.requested,
@@ -219,23 +157,25 @@ class TrainingLoop:
         if episodes is None:
             return None
         stats = episodes.summary()
+        mean, std = stats["eval_return_mean"], stats["eval_return_std"]
         log.scalars(
             "eval",
             {
-                "return_mean": stats["eval_return_mean"],
-                "return_std": stats["eval_return_std"],
+                "return_mean": mean,
+                "return_std": std,
                 "episode_length_mean": stats["eval_length_mean"],
             },
             env_steps,
         )
+        count = stats["eval_episodes"]
         logging.info(
-            "eval at %s env steps: return %.1f +- %.1f over %d episodes",
-            f"{env_steps:,}",
-            stats["eval_return_mean"],
-            stats["eval_return_std"],
-            stats["eval_episodes"],
+            f"eval at {env_steps:,} env steps: return {mean:.1f} +- {std:.1f} over {count} episodes"
         )
-        return stats
+        self._loop["last_eval"] = stats
+        self._loop["evaluated_at"] = env_steps
+        while self._loop["next_eval"] <= env_steps:
+            self._loop["next_eval"] += self.eval_interval
+        return self._record(log, stats)
 
     def eval_policy_at(self, env_steps: int) -> py_policy.PyPolicy:
         """The policy of the evaluation at `env_steps`, its noise reseeded for that step, so
@@ -246,22 +186,6 @@ class TrainingLoop:
     def eval_episodes_at(self, env_steps: int) -> int:
         final = env_steps >= self.total_env_steps
         return self.final_eval_episodes if final else self.eval_episodes
-
-    def load_weights(self, env_steps: int | None = None) -> int:
-        """Reads the TF state (weights, counters) of the checkpoint at `env_steps`, or of the
-        newest one; not the replay or the envs. Returns the checkpoint's env steps."""
-        saved = dict(self.checkpoints.complete())
-        if not saved:
-            raise UserError(f"{self.root_dir} has no complete checkpoint yet")
-        steps = max(saved) if env_steps is None else env_steps
-        if steps not in saved:
-            have = ", ".join(f"{s:,}" for s in sorted(saved))
-            raise UserError(f"no checkpoint at {steps:,} env steps in {self.root_dir}: have {have}")
-        try:
-            self._tf_state().read(str(saved[steps] / "tf" / "state")).expect_partial()
-        except (tf.errors.OpError, ValueError) as error:
-            raise UserError(f"checkpoint {saved[steps]} cannot be read: {error}") from None
-        return steps
 
     def _record(self, log: MetricsLog, stats: dict[str, float]) -> dict:
         row = {
@@ -291,7 +215,8 @@ class TrainingLoop:
         pyenv = self.train_env.pyenv
         return list(getattr(pyenv, "envs", [pyenv]))
 
-    def _tf_state(self) -> tf.train.Checkpoint:
+    def tf_state(self) -> tf.train.Checkpoint:
+        """The TF objects a checkpoint holds: agent, counters, metrics, random generators."""
         return tf.train.Checkpoint(
             agent=self.agent,
             train_step=self.train_step,
@@ -303,44 +228,34 @@ class TrainingLoop:
             **self._checkpoint_objects(),
         )
 
-    def _metric_windows(self) -> tf.train.Checkpoint:
-        """The last-10-episodes windows of the train metrics.
-
-        TF-Agents keeps them in a `TFDeque`, a plain object a checkpoint of the metric does
-        not reach; without them a resumed run averages fewer episodes until ten have ended.
-        """
-        windows = {}
-        for name in ("train_return", "train_length"):
-            deque = getattr(self, name)._buffer
-            windows[name] = tf.train.Checkpoint(table=deque._buffer, head=deque._head)
-        return tf.train.Checkpoint(**windows)
+    def _windows(self) -> tf.train.Checkpoint:
+        return metric_windows(train_return=self.train_return, train_length=self.train_length)
 
     def _write_checkpoint(self, directory: Path) -> dict:
         """Writes everything; returns the checksums the store need not compute (see save)."""
-        self._tf_state().write(str(directory / "tf" / "state"))
-        self._metric_windows().write(str(directory / "tf" / "metric_windows"))
-        known = self._save_extra(directory) or {}
         env_states = [getattr(env, "get_state", lambda: None)() for env in self._py_envs()]
-        if all(state is not None for state in env_states):
-            (directory / "env.pkl").write_bytes(pickle.dumps(env_states))
+        time_step = None
         if self._time_step is not None:  # also where the envs cannot be saved: see below
             time_step = tf.nest.map_structure(lambda t: t.numpy(), self._time_step)
-            (directory / "time_step.pkl").write_bytes(pickle.dumps(time_step))
-        rundir.write_json(directory / "loop.json", self._loop)
-        return known
+        write_loop_state(
+            directory,
+            self.tf_state(),
+            self._windows(),
+            env_states if all(state is not None for state in env_states) else None,
+            time_step,
+            self._loop,
+        )
+        return self._save_extra(directory) or {}
 
     def _read_checkpoint(self, directory: Path) -> None:
-        self._tf_state().read(str(directory / "tf" / "state")).assert_consumed()
-        windows = directory / "tf" / "metric_windows"
-        if windows.with_suffix(".index").exists():  # checkpoints before 2026-12-01 lack them
-            self._metric_windows().read(str(windows)).assert_consumed()
-        self._loop = json.loads((directory / "loop.json").read_text())
+        self._loop, time_step, env_states = read_loop_state(
+            directory,
+            self.tf_state(),
+            self._windows(),
+        )
         self._restore_extra(directory)
         self._time_step = self.train_env.reset()  # a fresh episode unless the envs come back
-        saved = directory / "time_step.pkl"
-        time_step = pickle.loads(saved.read_bytes()) if saved.exists() else None
-        if (directory / "env.pkl").exists():
-            env_states = pickle.loads((directory / "env.pkl").read_bytes())
+        if env_states is not None:
             for env, state in zip(self._py_envs(), env_states, strict=True):
                 env.set_state(state)
             self._time_step = tf.nest.map_structure(tf.convert_to_tensor, time_step)
@@ -428,18 +343,11 @@ class TrainingLoop:
 
         while True:
             env_steps = int(self.env_steps.result())
-            evaluated = False
-            if self._eval_due(env_steps):
-                stats = self._evaluate(log, env_steps, stop)
-                if stats is not None:
-                    self._loop["last_eval"] = stats
-                    self._loop["evaluated_at"] = env_steps
-                    while self._loop["next_eval"] <= env_steps:
-                        self._loop["next_eval"] += self.eval_interval
-                    rows.append(self._record(log, stats))
-                    evaluated = True
+            row = self._evaluate(log, env_steps, stop) if self._eval_due(env_steps) else None
+            rows += [row] if row is not None else []
             checkpoint_now = stop.requested or (self._checkpoint_due(env_steps) and env_steps > 0)
-            if evaluated and self._export_due(env_steps, checkpoint_now):
+            final = env_steps >= self.total_env_steps
+            if row is not None and self._exporter.due(checkpoint_now or final):
                 self.export_policy(env_steps)
             if checkpoint_now:
                 self._checkpoint(log)
@@ -454,7 +362,7 @@ class TrainingLoop:
             if not wrote_operative_config:  # every configurable has now been called
                 wrote_operative_config = True
                 with guarded_write(f"operative_config.gin in {self.root_dir}"):
-                    write_operative_config(self.root_dir)
+                    rundir.write_operative_config(self.root_dir)
                 if fresh:
                     log.text("train", "operative_config", gin.operative_config_str(), env_steps)
 
@@ -468,16 +376,6 @@ class TrainingLoop:
         last_return = self._loop["last_eval"].get("eval_return_mean")
         logging.info("done in %s", progress.line(self.total_env_steps, last_return, overall=True))
         return rows
-
-    def _export_due(self, env_steps: int, checkpoint_now: bool) -> bool:
-        """Exports follow evaluations that are the first, a checkpoint's or the last.
-
-        An export costs about as much as a CartPole evaluation (0.5 s); at every one of a
-        run's 21 evaluations it was a tenth of the run. The exported weights are always
-        those of the evaluation just played, at that evaluation's step.
-        """
-        first = not (self.root_dir / "policy").exists()
-        return first or checkpoint_now or env_steps >= self.total_env_steps
 
     def _close_envs(self) -> None:
         self.evaluator.close()
@@ -496,29 +394,3 @@ class TrainingLoop:
         )
         last_return = self._loop["last_eval"].get("eval_return_mean")
         logging.info(progress.line(env_steps, last_return, self._progress_extras()))
-
-
-@contextlib.contextmanager
-def quiet_saving():
-    """Hides the SavedModel writer's notices (renamed inputs, untraced functions, ...)."""
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            yield
-    finally:
-        logging.set_verbosity(verbosity)
-
-
-def write_operative_config(root_dir: Path) -> None:
-    rundir.atomic_write_text(root_dir / "operative_config.gin", gin.operative_config_str())
-
-
-def _unused_name(path: Path) -> Path:
-    """`path`, or `path.1`, `path.2`, ... if it exists (a re-export at the same step)."""
-    candidate, index = path, 0
-    while candidate.exists():
-        index += 1
-        candidate = path.with_name(f"{path.name}.{index}")
-    return candidate

@@ -8,32 +8,29 @@ the exploration policy and trains at a fixed ratio of updates to environment ste
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import gin
 import tensorflow as tf
 from absl import logging
-from tf_agents.agents.categorical_dqn import categorical_dqn_agent
-from tf_agents.agents.data_converter import AsNStepTransition
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.drivers import dynamic_step_driver
 from tf_agents.networks import q_network
-from tf_agents.trajectories import time_step as ts
-from tf_agents.trajectories import trajectory as trajectory_lib
 
 import envs
 from pipeline.agents import (
     build,
 )
+from pipeline.agents.build import trains_on_transitions
 from pipeline.agents.policies import EpsilonGreedyPolicy, UniformRandomPolicy
 from pipeline.agents.schedules import LinearSchedule
 from pipeline.errors import UserError
 from pipeline.loops.base import TrainingLoop
-from pipeline.replay.prioritized import is_prioritized
+from pipeline.loops.settings import LoopSettings
+from pipeline.replay.prioritized import check_errors_for_priorities, is_prioritized
 from pipeline.replay.uniform import UniformReplay
-from pipeline.run import rundir
+from pipeline.replay.windows import check_first_window, truncation
 from pipeline.run.checkpoints import MANIFEST, save_replay
 from pipeline.run.metrics import MetricsLog
 
@@ -82,23 +79,8 @@ class Experiment(TrainingLoop):
         `checkpoint_interval` (env steps; default: `eval_interval`) and `checkpoint_interval_s`
         (wall clock) say when to checkpoint; neither changes what the run computes.
         """
-        self._setup(
-            root_dir,
-            seed=seed,
-            env_loader=env_loader,
-            num_envs=1,
-            total_env_steps=total_env_steps,
-            eval_interval=eval_interval,
-            eval_episodes=eval_episodes,
-            final_eval_episodes=final_eval_episodes,
-            eval_at_start=eval_at_start,
-            first_eval=(initial_collect_steps // eval_interval + 1) * eval_interval,
-            progress_interval_s=progress_interval_s,
-            checkpoint_interval=checkpoint_interval,
-            checkpoint_interval_s=checkpoint_interval_s,
-            checkpoints_to_keep=checkpoints_to_keep,
-            deterministic=deterministic,
-        )
+        first_eval = (initial_collect_steps // eval_interval + 1) * eval_interval
+        self._setup(root_dir, LoopSettings.of(locals()), first_eval)
         self.initial_collect_steps = initial_collect_steps
         self.collect_steps_per_iteration = collect_steps_per_iteration
         self.train_steps_per_iteration = train_steps_per_iteration
@@ -125,9 +107,10 @@ class Experiment(TrainingLoop):
             action_mask_splitter=action_mask_splitter,
         )
         self.replay_capacity = replay_capacity
-        self._check_window()
+        check_first_window(self.initial_collect_steps, self.window_steps)
         self.replay = self._make_replay(replay, replay_capacity, seed)
-        self._check_prioritized()
+        self._trains_on_transitions = trains_on_transitions(self.agent)
+        check_errors_for_priorities(self.replay, self.agent)
         self._observers = [self.replay.add_batch] if self.replay is not None else []
         self._observers += [
             self.env_steps,
@@ -180,29 +163,6 @@ class Experiment(TrainingLoop):
     def window_steps(self) -> int:
         """Steps per sampled window: `n_step_update + 1` for the DQN family."""
         return int(self.agent.train_sequence_length or 2)
-
-    def _check_window(self) -> None:
-        """The first update needs a whole window in the replay: refuse what cannot give one."""
-        needed = self.window_steps
-        if needed > 2 and self.initial_collect_steps < needed:
-            raise UserError(
-                f"train.initial_collect_steps={self.initial_collect_steps} is shorter than one "
-                f"{needed}-step window (n_step_update={needed - 1}): raise it to at least "
-                f"{needed}"
-            )
-
-    def _check_prioritized(self) -> None:
-        """Prioritized replay needs per-sample errors, which TF-Agents' C51 does not give."""
-        if not is_prioritized(self.replay):
-            return
-        if isinstance(self.agent, categorical_dqn_agent.CategoricalDqnAgent) and not hasattr(
-            self.agent, "trains_on_transitions"
-        ):
-            raise UserError(
-                f"train.replay=@{type(self.replay).__name__} needs per-sample errors, which "
-                "@CategoricalDqnAgent does not report: use train.agent=@RainbowAgent (C51 with "
-                "them) or a uniform replay"
-            )
 
     # --- the pieces of one iteration -------------------------------------------------
 
@@ -266,20 +226,6 @@ class Experiment(TrainingLoop):
             written = self.replay.update_priorities(keys, info.extra.td_error)
         with tf.control_dependencies([written]):
             return tf.identity(info.loss)
-
-    @property
-    def _trains_on_transitions(self) -> bool:
-        """Whether the agent turns windows into n-step transitions with TF-Agents' converter.
-
-        DqnAgent's loss (DdqnAgent's too) starts with `AsNStepTransition`; then the buffer
-        builds the same transition itself and skips the observations the converter would
-        drop. C51 overrides the loss and reads the window directly, so it gets windows;
-        `RainbowAgent` converts them itself and says so (`trains_on_transitions`).
-        """
-        uses_converter = getattr(
-            self.agent, "trains_on_transitions", type(self.agent)._loss is dqn_agent.DqnAgent._loss
-        )
-        return uses_converter and isinstance(self.agent._as_transition, AsNStepTransition)
 
     def _training_batch(self, window):
         """What the agent trains on: the sampled windows, augmented if the gin file asks."""
@@ -406,21 +352,7 @@ class Experiment(TrainingLoop):
         was really in, and nothing pairs it with the new episode's FIRST step."""
         if last_time_step is None or self.replay is None:
             return
-        spec = self.agent.collect_data_spec
-        lanes = self.train_env.batch_size
-        cut = trajectory_lib.Trajectory(
-            step_type=tf.fill([lanes], ts.StepType.LAST),
-            observation=tf.nest.map_structure(tf.convert_to_tensor, last_time_step.observation),
-            action=tf.nest.map_structure(
-                lambda s: tf.zeros([lanes, *s.shape], s.dtype), spec.action
-            ),
-            policy_info=tf.nest.map_structure(
-                lambda s: tf.zeros([lanes, *s.shape], s.dtype), spec.policy_info
-            ),
-            next_step_type=tf.fill([lanes], ts.StepType.FIRST),
-            reward=tf.zeros([lanes], spec.reward.dtype),
-            discount=tf.ones([lanes], spec.discount.dtype),
-        )
+        cut = truncation(self.agent.collect_data_spec, last_time_step, self.train_env.batch_size)
         self.replay.add_batch(cut)
 
     def _save_extra(self, directory: Path) -> dict:
@@ -455,18 +387,3 @@ class Experiment(TrainingLoop):
 def build_loop(root_dir: Path, loop: type[TrainingLoop] | None = None) -> TrainingLoop:
     """The loop a gin file asks for: `@train` (DQN family, the default) or `@train_on_policy`."""
     return (loop or Experiment)(root_dir)
-
-
-def write_run_files(root_dir: Path, info: dict) -> None:
-    """config.gin (as parsed) and run.json, both before training starts."""
-    rundir.atomic_write_text(root_dir / "config.gin", gin.config_str())
-    rundir.write_json(root_dir / "run.json", info)
-
-
-def record_resume(root_dir: Path, info: dict) -> None:
-    """Appends this session (time, host, Slurm ids) to run.json's `resumes` list."""
-    path = root_dir / "run.json"
-    run = json.loads(path.read_text()) if path.exists() else info
-    session = {k: info[k] for k in ("started", "host", "slurm", "command")}
-    run.setdefault("resumes", []).append(session)
-    rundir.write_json(path, run)

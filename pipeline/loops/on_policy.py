@@ -34,6 +34,7 @@ from pipeline.agents import (
 from pipeline.agents.policies import GeneratorSamplingPolicy
 from pipeline.errors import UserError
 from pipeline.loops.base import TrainingLoop
+from pipeline.loops.settings import LoopSettings
 from pipeline.run.metrics import MetricsLog
 
 
@@ -76,22 +77,7 @@ class OnPolicyExperiment(TrainingLoop):
                 "set exactly one of train_on_policy.collect_episodes_per_iteration and "
                 "train_on_policy.collect_steps_per_iteration: fix the bindings"
             )
-        self._setup(
-            root_dir,
-            seed=seed,
-            env_loader=env_loader,
-            num_envs=num_envs,
-            total_env_steps=total_env_steps,
-            eval_interval=eval_interval,
-            eval_episodes=eval_episodes,
-            eval_at_start=eval_at_start,
-            first_eval=eval_interval,
-            progress_interval_s=progress_interval_s,
-            checkpoint_interval=checkpoint_interval,
-            checkpoint_interval_s=checkpoint_interval_s,
-            checkpoints_to_keep=checkpoints_to_keep,
-            deterministic=deterministic,
-        )
+        self._setup(root_dir, LoopSettings.of(locals()), first_eval=eval_interval)
         self.max_steps_per_iteration = max_steps_per_iteration
         self.agent = build.build_on_policy(
             agent,

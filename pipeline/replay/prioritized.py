@@ -36,7 +36,9 @@ from typing import Any
 import gin
 import numpy as np
 import tensorflow as tf
+from tf_agents.agents.categorical_dqn import categorical_dqn_agent
 
+from pipeline.errors import UserError
 from pipeline.replay import BUILDER_ARGS
 from pipeline.replay.frame_stack import FrameStackReplay
 from pipeline.replay.sum_tree import SumTree
@@ -313,3 +315,17 @@ class PrioritizedUniformReplay(_Prioritized, UniformReplay):
 
 def is_prioritized(replay: Any) -> bool:
     return isinstance(replay, _Prioritized)
+
+
+def check_errors_for_priorities(replay, agent) -> None:
+    """Prioritized replay needs per-sample errors, which TF-Agents' C51 does not give."""
+    if not is_prioritized(replay):
+        return
+    if isinstance(agent, categorical_dqn_agent.CategoricalDqnAgent) and not hasattr(
+        agent, "trains_on_transitions"
+    ):
+        raise UserError(
+            f"train.replay=@{type(replay).__name__} needs per-sample errors, which "
+            "@CategoricalDqnAgent does not report: use train.agent=@RainbowAgent (C51 with "
+            "them) or a uniform replay"
+        )

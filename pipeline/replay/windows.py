@@ -113,3 +113,33 @@ def n_step_transition(window: Trajectory, gamma: float) -> Transition:
             last.observation,
         ),
     )
+
+
+def truncation(spec: Trajectory, last_time_step, lanes: int) -> Trajectory:
+    """Items that end each lane's episode at `last_time_step` as a time-limit truncation
+    (LAST with the discount kept), as a resume in new episodes stores them: the stored step
+    before them then bootstraps from the state the env was really in, and nothing pairs it
+    with the new episode's FIRST step."""
+
+    def zeros(s):
+        return tf.zeros([lanes, *s.shape], s.dtype)
+
+    return Trajectory(
+        step_type=tf.fill([lanes], ts.StepType.LAST),
+        observation=tf.nest.map_structure(tf.convert_to_tensor, last_time_step.observation),
+        action=tf.nest.map_structure(zeros, spec.action),
+        policy_info=tf.nest.map_structure(zeros, spec.policy_info),
+        next_step_type=tf.fill([lanes], ts.StepType.FIRST),
+        reward=tf.zeros([lanes], spec.reward.dtype),
+        discount=tf.ones([lanes], spec.discount.dtype),
+    )
+
+
+def check_first_window(initial_collect_steps: int, window_steps: int) -> None:
+    """The first update needs a whole window in the replay: refuse what cannot give one."""
+    if window_steps > 2 and initial_collect_steps < window_steps:
+        raise UserError(
+            f"train.initial_collect_steps={initial_collect_steps} is shorter than one "
+            f"{window_steps}-step window (n_step_update={window_steps - 1}): raise it to at "
+            f"least {window_steps}"
+        )

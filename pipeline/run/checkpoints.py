@@ -14,11 +14,12 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import tensorflow as tf
 from absl import logging
@@ -243,3 +244,61 @@ def save_replay(store: CheckpointStore, replay, directory: Path, contents: bool)
     sums = store.checksums(newest[0][1], "replay/") if newest else None
     known = replay.save(directory / "replay", contents, previous=previous, previous_sums=sums)
     return {f"replay/{name}": entry for name, entry in (known or {}).items()}
+
+
+# --- what a loop's checkpoint holds besides the replay ----------------------------------
+
+
+def write_loop_state(
+    directory: Path,
+    variables: tf.train.Checkpoint,
+    windows: tf.train.Checkpoint,
+    env_states: list | None,
+    time_step,
+    loop: dict,
+) -> None:
+    """TF variables, the train metrics' windows, the training envs' states (None: they
+    cannot be saved), the last time step (numpy arrays) and the loop's counters."""
+    variables.write(str(directory / "tf" / "state"))
+    windows.write(str(directory / "tf" / "metric_windows"))
+    if env_states is not None:
+        (directory / "env.pkl").write_bytes(pickle.dumps(env_states))
+    if time_step is not None:
+        (directory / "time_step.pkl").write_bytes(pickle.dumps(time_step))
+    (directory / "loop.json").write_text(json.dumps(loop, indent=2) + "\n")
+
+
+def read_loop_state(
+    directory: Path, variables: tf.train.Checkpoint, windows: tf.train.Checkpoint
+) -> tuple[dict, Any, list | None]:
+    """Restores `write_loop_state`'s variables and windows; returns the loop's counters, the
+    saved time step (None if not saved) and the env states (None if not saved)."""
+    variables.read(str(directory / "tf" / "state")).assert_consumed()
+    if (directory / "tf" / "metric_windows.index").exists():  # not before 2026-12-01
+        windows.read(str(directory / "tf" / "metric_windows")).assert_consumed()
+    loop = json.loads((directory / "loop.json").read_text())
+    saved = directory / "time_step.pkl"
+    time_step = pickle.loads(saved.read_bytes()) if saved.exists() else None
+    envs = directory / "env.pkl"
+    env_states = pickle.loads(envs.read_bytes()) if envs.exists() else None
+    return loop, time_step, env_states
+
+
+def read_variables(
+    store: CheckpointStore, variables: tf.train.Checkpoint, env_steps: int | None = None
+) -> int:
+    """Reads `variables` (weights, counters; not the replay or the envs) from the complete
+    checkpoint at `env_steps`, or the newest one. Returns that checkpoint's env steps."""
+    saved = dict(store.complete())
+    root_dir = store.directory.parent
+    if not saved:
+        raise UserError(f"{root_dir} has no complete checkpoint yet")
+    steps = max(saved) if env_steps is None else env_steps
+    if steps not in saved:
+        have = ", ".join(f"{s:,}" for s in sorted(saved))
+        raise UserError(f"no checkpoint at {steps:,} env steps in {root_dir}: have {have}")
+    try:
+        variables.read(str(saved[steps] / "tf" / "state")).expect_partial()
+    except (tf.errors.OpError, ValueError) as error:
+        raise UserError(f"checkpoint {saved[steps]} cannot be read: {error}") from None
+    return steps

@@ -171,3 +171,16 @@ class Progress:
         if extra:
             parts.append(extra)
         return " | ".join(parts)
+
+
+def metric_windows(**metrics) -> tf.train.Checkpoint:
+    """The last-10-episodes windows of TF-Agents' average metrics, by name.
+
+    TF-Agents keeps them in a `TFDeque`, a plain object a checkpoint of the metric does not
+    reach; without them a resumed run averages fewer episodes until ten have ended.
+    """
+    windows = {}
+    for name, metric in metrics.items():
+        deque = metric._buffer
+        windows[name] = tf.train.Checkpoint(table=deque._buffer, head=deque._head)
+    return tf.train.Checkpoint(**windows)

@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import gin
+
 from pipeline.errors import UserError
 from pipeline.run.files import (
     atomic_write_text,  # noqa: F401 (callers use rundir.atomic_write_text)
@@ -155,3 +157,23 @@ def run_info(seed: int, gin_files: Sequence[Path], gin_bindings: Sequence[str]) 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_operative_config(root_dir: Path) -> None:
+    """operative_config.gin: every setting the run used, once all configurables are called."""
+    atomic_write_text(root_dir / "operative_config.gin", gin.operative_config_str())
+
+
+def write_run_files(root_dir: Path, info: dict) -> None:
+    """config.gin (as parsed) and run.json, both before training starts."""
+    atomic_write_text(root_dir / "config.gin", gin.config_str())
+    write_json(root_dir / "run.json", info)
+
+
+def record_resume(root_dir: Path, info: dict) -> None:
+    """Appends this session (time, host, Slurm ids) to run.json's `resumes` list."""
+    path = root_dir / "run.json"
+    run = json.loads(path.read_text()) if path.exists() else info
+    session = {k: info[k] for k in ("started", "host", "slurm", "command")}
+    run.setdefault("resumes", []).append(session)
+    write_json(path, run)
