@@ -1,4 +1,5 @@
-"""What every absl command line shares: one `error:` line and exit status 2 for bad input.
+"""What every absl command line shares: one `error:` line and exit status 2 for bad input,
+and the flags that say what to run and where (`pipeline.train` and the distributed roles).
 
 absl's own flag errors (an unknown flag, a bad enum or integer) exit 1 with usage text;
 here they end like every other input error.
@@ -31,3 +32,22 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run(main: Callable[[list[str]], None]) -> None:
     app.run(main, flags_parser=parse_flags)
+
+
+def define_run_flags() -> None:
+    """--gin_file, --gin_bindings, --root_dir and --tf_logs, once per process. Flags only say
+    how to run (files, bindings, where); everything that changes results is gin."""
+    if "gin_file" in flags.FLAGS:
+        return
+    flags.DEFINE_multi_string(
+        "gin_file",
+        ["dqn_cartpole.gin"],
+        "Gin file: a path, or a bare name found in the repository's gin/ folder. Repeatable.",
+    )
+    flags.DEFINE_multi_string(
+        "gin_bindings", [], "Gin binding such as 'train.total_env_steps=20_000'. Repeatable."
+    )
+    flags.DEFINE_string(
+        "root_dir", None, "Run directory; default runs/<gin file>[-<bindings hash>]-s<seed>."
+    )
+    flags.DEFINE_bool("tf_logs", False, "Show TensorFlow's own start-up and C++ log lines.")

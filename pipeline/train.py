@@ -12,30 +12,12 @@ from absl import flags, logging
 
 from pipeline import cli, config
 from pipeline.errors import UserError
-from pipeline.loops import (
-    off_policy,
-)
+from pipeline.loops import off_policy
 from pipeline.loops.base import TrainingLoop
-from pipeline.run import (
-    files,
-    metrics,
-    preemption,
-    rundir,
-)
+from pipeline.run import files, metrics, preemption, rundir
 from pipeline.run.checkpoints import WriteError
 
-flags.DEFINE_multi_string(
-    "gin_file",
-    ["dqn_cartpole.gin"],
-    "Gin file: a path, or a bare name found in the repository's gin/ folder. Repeatable.",
-)
-flags.DEFINE_multi_string(
-    "gin_bindings", [], "Gin binding such as 'train.total_env_steps=20_000'. Repeatable."
-)
-flags.DEFINE_string(
-    "root_dir", None, "Run directory; default runs/<gin file>[-<bindings hash>]-s<seed>."
-)
-flags.DEFINE_bool("tf_logs", False, "Show TensorFlow's own start-up and C++ log lines.")
+cli.define_run_flags()
 FLAGS = flags.FLAGS
 
 

@@ -44,6 +44,7 @@ def _captured_fds():
 
 
 ARGPARSE_CLIS = ("pipeline.report",)
+PACKAGE_MAINS = {"pipeline.sweep": "pipeline.sweep.__main__"}  # `python -m` runs these
 
 
 def _reset() -> None:
@@ -85,7 +86,7 @@ def import_cli(module_name: str):
     mode this stack cannot run (the distributed mode without Reverb) refuses on import."""
     with _captured_fds() as texts:
         try:
-            return importlib.import_module(module_name), None
+            return importlib.import_module(PACKAGE_MAINS.get(module_name, module_name)), None
         except SystemExit as stop:
             code = _exit_code(stop)
     return None, {"code": code, "stdout": texts[1], "stderr": texts[2]}

@@ -11,7 +11,7 @@ FAULT is one of:
   the signal lands inside a round of updates.
 - `kill-after-episode`: a real SIGKILL right after the Nth training episode ends (N from
   the environment variable FAULTY_EPISODES).
-Used by tests/test_disk_faults.py and tests/test_resume.py.
+Used by tests/run/test_disk_faults.py and tests/loops/test_resume.py.
 """
 
 from __future__ import annotations

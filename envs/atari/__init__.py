@@ -1,7 +1,8 @@
 """Atari with the standard DQN preprocessing, as TF-Agents environments (single and batched).
 
-Modules: `games` (names, ROMs, the reset actions), `single` (the gymnasium wrapper), `vector`
-(ale-py's C++ vector env), and here `load_atari`, which picks one.
+Modules: `games` (names, ROMs, the reset actions), `options` (the preprocessing settings),
+`single` (the gymnasium wrapper), `vector` (ale-py's C++ vector env), and here `load_atari`,
+which picks one.
 
 Protocol (Mnih et al. 2015, Machado et al. 2018): no-op starts, FIRE at reset where the game
 has FIRE, 4-frame skip with a max over the last two raw frames, 84x84 grayscale (cv2
@@ -57,11 +58,18 @@ import gymnasium as gym
 from tf_agents.environments import py_environment
 
 from envs.atari.games import resolve_game
+from envs.atari.options import Preprocessing
 from envs.atari.single import AtariDqnPreprocessing
 from envs.atari.vector import AtariBatchedEnvironment
 from envs.gym_bridge import GymnasiumEnvironment
 
-__all__ = ["AtariBatchedEnvironment", "AtariDqnPreprocessing", "load_atari", "resolve_game"]
+__all__ = [
+    "AtariBatchedEnvironment",
+    "AtariDqnPreprocessing",
+    "Preprocessing",
+    "load_atari",
+    "resolve_game",
+]
 
 
 @gin.configurable(denylist=["seed", "training"])
@@ -104,7 +112,7 @@ def load_atari(
     An unknown `game` fails with a one-line `UnknownEnvError` naming close matches.
     """
     name, _ = resolve_game(game)
-    options = dict(
+    options = Preprocessing(
         noop_max=noop_max,
         frame_skip=frame_skip,
         frame_stack=frame_stack,
@@ -112,17 +120,17 @@ def load_atari(
         terminal_on_life_loss=terminal_on_life_loss and training,
         clip_rewards=clip_rewards and training,
         max_episode_frames=max_episode_frames,
+        fire_on_reset=fire_on_reset,
     )
     if training and num_envs > 1:
         return AtariBatchedEnvironment(
             game,
             num_envs,
             seed=seed,
+            options=options,
             sticky_action_prob=sticky_action_prob,
             full_action_space=full_action_space,
-            fire_on_reset=fire_on_reset,
             num_threads=num_threads,
-            **options,
         )
     env = gym.make(
         f"ALE/{name}-v5",
@@ -133,6 +141,4 @@ def load_atari(
         render_mode=render_mode,
         disable_env_checker=True,
     )
-    return GymnasiumEnvironment(
-        AtariDqnPreprocessing(env, fire_on_reset=fire_on_reset, **options), seed=seed
-    )
+    return GymnasiumEnvironment(AtariDqnPreprocessing(env, options), seed=seed)

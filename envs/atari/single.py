@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.atari.games import RAW_SHAPE, noop_action, pseudo_reset_action
+from envs.atari.options import Preprocessing
 from envs.frame_stack import FrameStacker
 
 _FIRST_ONLY = np.ones(1, dtype=bool)
@@ -27,41 +28,25 @@ class AtariDqnPreprocessing(gym.Wrapper):
     carries `lives`, `raw_reward` (before clipping) and `episode_frame_number`.
     """
 
-    def __init__(
-        self,
-        env: gym.Env,
-        *,
-        noop_max: int = 30,
-        frame_skip: int = 4,
-        frame_stack: int = 4,
-        screen_size: int = 84,
-        terminal_on_life_loss: bool = True,
-        clip_rewards: bool = True,
-        max_episode_frames: int = 108_000,
-        fire_on_reset: bool = True,
-    ):
+    def __init__(self, env: gym.Env, options: Preprocessing = Preprocessing()):
         super().__init__(env)
-        if frame_skip < 1 or noop_max < 0 or screen_size < 1:
-            raise ValueError(
-                f"need frame_skip >= 1, noop_max >= 0, screen_size >= 1; got {frame_skip}, "
-                f"{noop_max}, {screen_size}"
-            )
         self._ale = env.unwrapped.ale
         self._action_set = list(env.unwrapped._action_set)
+        fire_on_reset = options.fire_on_reset
         self._fire_on_reset = fire_on_reset and ale_py.Action.FIRE in self._action_set
         if fire_on_reset:
             self._pseudo_reset_index = pseudo_reset_action(self._action_set)
         else:  # the agent must press FIRE itself, in training as in evaluation
             self._pseudo_reset_index = noop_action(self._action_set)
-        self._noop_max = noop_max
-        self._frame_skip = frame_skip
-        self._size = (screen_size, screen_size)
-        self._terminal_on_life_loss = terminal_on_life_loss
-        self._clip_rewards = clip_rewards
-        self._max_frames = max_episode_frames
+        self._noop_max = options.noop_max
+        self._frame_skip = options.frame_skip
+        self._size = (options.screen_size, options.screen_size)
+        self._terminal_on_life_loss = options.terminal_on_life_loss
+        self._clip_rewards = options.clip_rewards
+        self._max_frames = options.max_episode_frames
         self._raw = np.zeros((2, *RAW_SHAPE), dtype=np.uint8)  # the last two raw screens
         self._frame = np.zeros((1, *self._size), dtype=np.uint8)
-        self._stacker = FrameStacker(1, self._size, frame_stack)
+        self._stacker = FrameStacker(1, self._size, options.frame_stack)
         self._rng = np.random.default_rng()
         self._lives = 0
         self._elapsed_frames = 0

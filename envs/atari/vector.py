@@ -19,6 +19,7 @@ from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
 from envs.atari.games import noop_action, pseudo_reset_action, resolve_game
+from envs.atari.options import Preprocessing
 from envs.frame_stack import FrameStacker
 
 _FIRST, _MID, _LAST = (int(t) for t in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))
@@ -40,16 +41,9 @@ class AtariBatchedEnvironment(py_environment.PyEnvironment):
         game: str,
         num_envs: int,
         seed: int | None = None,
+        options: Preprocessing = Preprocessing(),
         *,
         sticky_action_prob: float = 0.0,
-        noop_max: int = 30,
-        frame_skip: int = 4,
-        frame_stack: int = 4,
-        screen_size: int = 84,
-        terminal_on_life_loss: bool = True,
-        clip_rewards: bool = True,
-        max_episode_frames: int = 108_000,
-        fire_on_reset: bool = True,
         full_action_space: bool = False,
         num_threads: int = 0,
     ):
@@ -59,30 +53,31 @@ class AtariBatchedEnvironment(py_environment.PyEnvironment):
             rom_id,
             num_envs,
             num_threads=num_threads,
-            max_num_frames_per_episode=max_episode_frames,
+            max_num_frames_per_episode=options.max_episode_frames,
             repeat_action_probability=sticky_action_prob,
             full_action_space=full_action_space,
             autoreset_mode=AutoresetMode.NEXT_STEP,
-            img_height=screen_size,
-            img_width=screen_size,
+            img_height=options.screen_size,
+            img_width=options.screen_size,
             grayscale=True,
             stack_num=1,
-            frameskip=frame_skip,
+            frameskip=options.frame_skip,
             maxpool=True,
-            noop_max=noop_max,
+            noop_max=options.noop_max,
             episodic_life=False,  # True would restart the whole game on a life loss
-            life_loss_info=terminal_on_life_loss,
+            life_loss_info=options.terminal_on_life_loss,
             reward_clipping=False,  # clipped here, so `raw_reward` can be reported
-            use_fire_reset=fire_on_reset,
+            use_fire_reset=options.fire_on_reset,
         )
         self._num_envs = num_envs
-        self._clip_rewards = clip_rewards
+        self._clip_rewards = options.clip_rewards
         action_set = list(self._vec.ale.get_action_set())
         # After a life loss: FIRE, or NOOP when the agent serves itself (see envs.atari).
         self._pseudo_reset_index = (
-            pseudo_reset_action(action_set) if fire_on_reset else noop_action(action_set)
+            pseudo_reset_action(action_set) if options.fire_on_reset else noop_action(action_set)
         )
-        self._stacker = FrameStacker(num_envs, (screen_size, screen_size), frame_stack)
+        size = (options.screen_size, options.screen_size)
+        self._stacker = FrameStacker(num_envs, size, options.frame_stack)
         self._ended = np.zeros(num_envs, dtype=bool)  # lanes whose last step was LAST
         self._next_seed = seed
         self._observation_spec = array_spec.BoundedArraySpec(

@@ -1,4 +1,4 @@
-"""Aggregates a sweep by setting across seeds: `python -m pipeline.analysis.aggregate SWEEP_DIR`.
+"""Aggregates a sweep by setting across seeds (`python -m pipeline.sweep --aggregate`).
 
 Reads `<sweep_dir>/sweep.json` (written by `pipeline.sweep`) and each run's `metrics.jsonl`,
 and writes `aggregate.md` and `aggregate.csv` next to it. Only finished runs (an evaluation
@@ -13,12 +13,14 @@ import csv
 import io
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.run.files import atomic_write_text, read_metrics_rows
+import numpy as np
+
+from pipeline.analysis.runs import Run, load_run, sample_std
+from pipeline.run.files import atomic_write_text
 
 SWEEP_FILE = "sweep.json"
 MARKDOWN_FILE = "aggregate.md"
@@ -30,46 +32,31 @@ def load_sweep(sweep_dir: Path) -> dict[str, Any]:
     return json.loads((Path(sweep_dir) / SWEEP_FILE).read_text(encoding="utf-8"))
 
 
-def read_eval_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """Evaluation rows of metrics.jsonl; a torn last line (a killed writer) is skipped."""
-    return [row for row in read_metrics_rows(run_dir) if row.get("eval_return_mean") is not None]
-
-
 @dataclass
 class RunResult:
-    """One run's state and numbers, as aggregation sees them."""
+    """One run of the sweep: its place in sweep.json and what its directory holds."""
 
     run_dir: str
     seed: int
     total_env_steps: int | None
-    rows: list[dict[str, Any]]
+    run: Run
 
     @property
     def env_steps(self) -> int:
-        return int(self.rows[-1]["env_steps"]) if self.rows else 0
+        return self.run.last_step
 
     @property
     def finished(self) -> bool:
-        if not self.rows:
-            return False
-        return self.total_env_steps is None or self.env_steps >= self.total_env_steps
+        return self.run.finished(self.total_env_steps)
 
     @property
     def status(self) -> str:
         if self.finished:
             return "finished"
-        if not self.rows:
+        if not len(self.run.steps):
             return "missing (no evaluation in metrics.jsonl yet)"
         total = f"{self.total_env_steps:,}" if self.total_env_steps else "?"
         return f"unfinished ({self.env_steps:,} of {total} env steps)"
-
-    @property
-    def final_return(self) -> float:
-        return float(self.rows[-1]["eval_return_mean"])
-
-    @property
-    def best_return(self) -> float:
-        return max(float(row["eval_return_mean"]) for row in self.rows)
 
 
 @dataclass
@@ -85,15 +72,18 @@ class SettingResult:
         return [run for run in self.runs if run.finished]
 
     def stats(self) -> dict[str, float | None]:
-        """Mean and population std (ddof 0) over finished seeds; None when none finished."""
-        done = self.finished
+        """Mean and sample std (`runs.sample_std`: n - 1, None for one seed) of the finished
+        seeds' final returns, and the mean of their best; None when none finished."""
+        done = [result.run for result in self.finished]
         if not done:
             return {"final_mean": None, "final_std": None, "best_mean": None}
-        finals = [run.final_return for run in done]
-        mean = sum(finals) / len(finals)
-        std = math.sqrt(sum((x - mean) ** 2 for x in finals) / len(finals))
-        best = sum(run.best_return for run in done) / len(done)
-        return {"final_mean": mean, "final_std": std, "best_mean": best}
+        finals = np.array([run.final_return for run in done])
+        std = sample_std(finals)
+        return {
+            "final_mean": float(finals.mean()),
+            "final_std": std if math.isfinite(std) else None,
+            "best_mean": float(np.mean([run.best_return for run in done])),
+        }
 
 
 def collect(sweep_dir: Path, sweep: dict[str, Any] | None = None) -> list[SettingResult]:
@@ -110,7 +100,7 @@ def collect(sweep_dir: Path, sweep: dict[str, Any] | None = None) -> list[Settin
                 run_dir=run["run_dir"],
                 seed=int(run["seed"]),
                 total_env_steps=run.get("total_env_steps"),
-                rows=read_eval_rows(sweep_dir / run["run_dir"]),
+                run=load_run(sweep_dir / run["run_dir"], explicit=True),
             )
         )
     return list(settings.values())
@@ -138,8 +128,8 @@ def to_markdown(sweep_dir: Path, sweep: dict[str, Any], results: list[SettingRes
         + "  ",
         f"seeds: {', '.join(str(s) for s in sweep.get('seeds', []))}",
         "",
-        "Final and best are greedy-policy eval returns; mean +- std over the finished seeds "
-        "(population std), best = mean over seeds of each seed's best evaluation.",
+        "Final and best are eval returns (each seed's last and best evaluation); mean +- "
+        "sample std (n - 1) over the finished seeds, best = mean over those seeds.",
         "",
         "| setting | seeds finished | final return (mean +- std) | best return (mean) "
         "| env steps |",
@@ -147,11 +137,9 @@ def to_markdown(sweep_dir: Path, sweep: dict[str, Any], results: list[SettingRes
     ]
     for result in results:
         stats = result.stats()
-        final = (
-            f"{stats['final_mean']:.1f} +- {stats['final_std']:.1f}"
-            if stats["final_mean"] is not None
-            else "-"
-        )
+        final = _fmt(stats["final_mean"]) or "-"
+        if stats["final_std"] is not None:
+            final += f" +- {stats['final_std']:.1f}"
         best = _fmt(stats["best_mean"]) or "-"
         steps = _env_steps(result)
         lines.append(
@@ -214,24 +202,3 @@ def aggregate(sweep_dir: Path | str) -> tuple[Path, list[SettingResult]]:
     markdown = sweep_dir / MARKDOWN_FILE
     atomic_write_text(markdown, to_markdown(sweep_dir, sweep, results))
     return markdown, results
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m pipeline.analysis.aggregate SWEEP_DIR", file=sys.stderr)
-        return 2
-    sweep_dir = Path(argv[1])
-    if not (sweep_dir / SWEEP_FILE).is_file():
-        print(
-            f"error: {sweep_dir / SWEEP_FILE} not found: pass a directory made by pipeline.sweep",
-            file=sys.stderr,
-        )
-        return 2
-    markdown, _ = aggregate(sweep_dir)
-    print(markdown.read_text(encoding="utf-8"), end="")
-    print(f"wrote {markdown} and {sweep_dir / CSV_FILE}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -27,13 +27,13 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 from pipeline import (
     cli,
     config,
-    train,  # noqa: F401 (defines --gin_file and --gin_bindings)
 )
 from pipeline.distributed import common
 from pipeline.errors import UserError
 
 flags.DEFINE_integer("index", 0, "This collector's number (0, 1, ...): picks its seed.")
 flags.DEFINE_integer("restart", 0, "How often this collector was restarted: picks its seed.")
+cli.define_run_flags()
 FLAGS = flags.FLAGS
 
 PROGRESS_INTERVAL_S = 30.0

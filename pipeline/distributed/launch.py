@@ -38,6 +38,7 @@ flags.DEFINE_integer("port", 0, "Reverb server port; 0 picks a free one.")
 flags.DEFINE_integer("max_restarts", 5, "Restarts allowed per role before the run gives up.")
 flags.DEFINE_enum("backend", "local", ["local", "srun"], "Child processes, or Slurm job steps.")
 flags.DEFINE_float("server_start_timeout_s", 120.0, "How long to wait for the server to serve.")
+cli.define_run_flags()
 FLAGS = flags.FLAGS
 
 POLL_S = 0.2

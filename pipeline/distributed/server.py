@@ -26,6 +26,7 @@ from pipeline.run import rundir
 from pipeline.run.preemption import PreemptionFlag
 
 flags.DEFINE_integer("port", None, "Port to listen on (all interfaces).")
+cli.define_run_flags()
 FLAGS = flags.FLAGS
 
 CHECKPOINTS_KEPT = 2

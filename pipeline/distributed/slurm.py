@@ -47,6 +47,7 @@ flags.DEFINE_bool(
     "fewer CPUs than roles, such as the local test cluster.",
 )
 flags.DEFINE_bool("dry_run", False, "Print the batch script; write and submit nothing.")
+cli.define_run_flags()
 FLAGS = flags.FLAGS
 
 SCRIPT_NAME = "distributed.sbatch"

@@ -9,8 +9,8 @@ once (the agent decides how many passes), and throws it away. Two ways to collec
                                        into the next as its first, so every transition is
                                        trained on once and each batch can bootstrap.
 
-Evaluation, checkpoints, resume and signals are `pipeline.loops.base.TrainingLoop`'s, as for DQN.
-A run picks this loop with `run_experiment.loop = @OnPolicyExperiment` (see the gin files).
+Evaluation, checkpoints, resume and signals are `pipeline.loops.base.TrainingLoop`'s, as for
+DQN. A run picks this loop with `run_experiment.loop = @train_on_policy` (see the gin files).
 """
 
 from __future__ import annotations

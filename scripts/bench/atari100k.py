@@ -33,9 +33,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from pipeline import report  # noqa: E402
+from pipeline.analysis.report import stats  # noqa: E402
+from pipeline.analysis.runs import load_run  # noqa: E402
 from pipeline.run.checkpoints import CheckpointStore  # noqa: E402
 from pipeline.run.preemption import EXIT_PREEMPTED  # noqa: E402
-from pipeline.sweep import SweepError, parse_seeds  # noqa: E402
+from pipeline.sweep.grid import SweepError, parse_seeds  # noqa: E402
 
 REFERENCES = REPO / "data" / "atari100k_breakout.csv"
 PUBLISHED = [  # (system, score, note), from ../shared/ANCHORS.md
@@ -108,7 +110,7 @@ def seed_result(seed: int, run_dir: Path) -> dict:
     rows = []
     if (run_dir / "metrics.jsonl").exists():
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    run = report.load_run(run_dir, explicit=True) if rows else None
+    run = load_run(run_dir, explicit=True) if rows else None
     total = run.total_env_steps if run else None
     final = rows[-1] if rows and total is not None and rows[-1]["env_steps"] >= total else None
     return {
@@ -128,7 +130,7 @@ def summarize(results: list[dict], reps: int) -> dict:
     scores = [r["final_score"] for r in results if r["finished"]]
     if not scores:
         return {"seeds_finished": 0}
-    iqm, low, high = report.iqm_with_ci(scores, reps=reps)
+    iqm, low, high = stats.iqm_with_ci(scores, reps=reps)
     walls = [r["wall_s"] for r in results if r["finished"] and r["wall_s"] is not None]
     return {
         "seeds_finished": len(scores),

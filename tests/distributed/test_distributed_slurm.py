@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, read_metrics, requires_reverb
-from tests.test_distributed import live_processes
-from tests.test_slurm import slurm_cluster  # noqa: F401 (the fixture)
+from tests.distributed.test_distributed import live_processes
+from tests.sweep.test_slurm import slurm_cluster  # noqa: F401 (the fixture)
 
 pytestmark = requires_reverb
 

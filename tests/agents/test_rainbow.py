@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, bindings, read_metrics, train_cli
-from tests.test_atari_pipeline import SMOKE_RUN
-from tests.test_resume import (
+from tests.envs.test_atari_pipeline import SMOKE_RUN
+from tests.loops.test_resume import (
     SPLIT_RUN,
     assert_same_run,
     complete_checkpoints,

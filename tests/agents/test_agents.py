@@ -22,7 +22,7 @@ from pipeline.loops import (
 )
 from pipeline.run import rundir
 from tests.conftest import REPO, bindings, read_metrics, train_cli
-from tests.test_resume import complete_checkpoints, wait_for
+from tests.loops.test_resume import complete_checkpoints, wait_for
 
 TINY_DQN = [
     "train.total_env_steps=400",

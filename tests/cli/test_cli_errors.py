@@ -1,5 +1,5 @@
 """Errors users can cause, through the real CLI in its own process (the table of bad
-input is tests/test_bad_input.py): one line on stderr, exit status 2, no traceback."""
+input is tests/cli/test_bad_input.py): one line on stderr, exit status 2, no traceback."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from tf_agents.environments import utils as env_utils
 from tf_agents.trajectories.time_step import StepType
 
 import envs
+from envs.atari.options import Preprocessing
 
 NOOP, FIRE = 0, 1  # Breakout's minimal action set: NOOP, FIRE, RIGHT, LEFT
 FIRST, MID, LAST = int(StepType.FIRST), int(StepType.MID), int(StepType.LAST)
@@ -65,7 +66,12 @@ def make(path: str, game: str = "Breakout", **kwargs):
     training = kwargs.pop("training", True)
     if not training:  # the loader keeps evaluation single; build the batched env directly
         kwargs.update(terminal_on_life_loss=False, clip_rewards=False)
-    return Lane(envs.AtariBatchedEnvironment(game, 2, num_threads=1, **kwargs))
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in Preprocessing.names()}
+    return Lane(
+        envs.AtariBatchedEnvironment(
+            game, 2, options=Preprocessing(**options), num_threads=1, **kwargs
+        )
+    )
 
 
 def play(env, actions):

@@ -4,7 +4,7 @@ The long test is the issue's must-show in one run: CartPole with 2 collectors an
 replay learns, a killed collector and a killed learner are restarted (the learner resumes
 from its checkpoint), a stopped server comes back from its Reverb checkpoint, the learner's
 |TD error| priorities reach the replay, and nothing is left running afterwards. (The Slurm
-test, tests/test_distributed_slurm.py, runs the uniform table.)
+test, tests/distributed/test_distributed_slurm.py, runs the uniform table.)
 """
 
 from __future__ import annotations

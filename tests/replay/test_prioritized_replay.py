@@ -23,8 +23,8 @@ from pipeline.replay.prioritized import (
     PriorityIndex,
 )
 from pipeline.replay.sum_tree import SumTree
+from tests.replay.test_nstep import GAMMA, check_targets, fill_both, transitions
 from tests.replay_streams import LAST, Stream, collect_spec
-from tests.test_nstep import GAMMA, check_targets, fill_both, transitions
 
 # --- the sum tree -----------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ import pytest
 from PIL import Image
 
 from pipeline import report
+from pipeline.analysis.report import stats, tables
+from pipeline.analysis.runs import load_run
 from tests.conftest import REPO, TINY_RUN, bindings
 
 FAST = ["--reps", "200"]  # bootstrap resamples: enough for the tests, quick on 2 cores
@@ -180,7 +182,7 @@ def test_table_numbers_match_a_hand_computation(tmp_path: Path, capsys):
 
 
 def test_iqm_trims_a_quarter_from_each_end():
-    iqm, low, high = report.iqm_with_ci(np.array([10.0, 20.0, 30.0, 400.0]), reps=500)
+    iqm, low, high = stats.iqm_with_ci(np.array([10.0, 20.0, 30.0, 400.0]), reps=500)
     assert iqm == pytest.approx(25.0)  # mean of 20 and 30
     assert 10.0 <= low <= iqm <= high <= 400.0
 
@@ -221,11 +223,11 @@ def test_settings_group_by_config_and_are_labelled_by_what_differs(tmp_path: Pat
 
 def test_settings_with_the_same_bindings_but_other_configs_are_told_apart(tmp_path: Path):
     runs = [
-        report.load_run(make_run(tmp_path / name, 0, [(0, 1.0)], bindings=extra), True)
+        load_run(make_run(tmp_path / name, 0, [(0, 1.0)], bindings=extra), True)
         for name, extra in (("a", ()), ("b", ()))
     ]
     runs[1].config["DqnAgent.gamma"] = "0.9"  # a gin file edited between the two runs
-    settings, _ = report.group_settings(runs, [])
+    settings, _ = stats.group_settings(runs, [])
     assert [s.label for s in settings] == [
         "dqn_cartpole {DqnAgent.gamma=(unset)}",
         "dqn_cartpole {DqnAgent.gamma=0.9}",
@@ -239,8 +241,8 @@ def test_runs_of_different_lengths_are_interpolated_not_extrapolated(tmp_path: P
     long = make_run(
         tmp_path / "runs" / "s1", 1, [(0, 0.0), (150, 30.0), (300, 60.0)], total_env_steps=300
     )
-    runs = [report.load_run(p, True) for p in (short, long)]
-    steps, mean, low, high, count = report.mean_curve(runs, reps=300)
+    runs = [load_run(p, True) for p in (short, long)]
+    steps, mean, low, high, count = stats.mean_curve(runs, reps=300)
     assert steps.tolist() == [0, 100, 150, 200, 300]
     assert count.tolist() == [2, 2, 2, 2, 1]
     # At 100 the long run is interpolated (20); at 150 the short one (150); 300: long only.
@@ -361,7 +363,7 @@ def test_a_bad_baselines_file_is_one_line(tmp_path: Path, capsys):
 
 
 def test_env_names_are_matched_loosely():
-    keys = {report.env_key(n) for n in ("CartPole-v1", "cartpole", "CartPole-v0")}
+    keys = {tables.env_key(n) for n in ("CartPole-v1", "cartpole", "CartPole-v0")}
     assert keys == {"cartpole"}
     names = (
         "Breakout",
@@ -369,4 +371,4 @@ def test_env_names_are_matched_loosely():
         "ALE/Breakout-v5",
         "Breakout (cap 27,000 frames)",
     )
-    assert {report.env_key(n) for n in names} == {"breakout"}
+    assert {tables.env_key(n) for n in names} == {"breakout"}
