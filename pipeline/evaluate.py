@@ -20,9 +20,7 @@ from absl import flags, logging
 from pipeline import cli, config
 from pipeline.baselines import scripted_policies
 from pipeline.errors import UserError
-from pipeline.loops import (
-    off_policy,
-)
+from pipeline.loops import off_policy
 from pipeline.loops.evaluation import Evaluator, eval_episode_seeds
 from pipeline.run.checkpoints import read_variables
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from absl import flags
 
+from pipeline import cli
 from pipeline.analysis.report.build import build_report, write_files
 from pipeline.analysis.report.stats import DEFAULT_REPS
 from pipeline.analysis.report.tables import REFERENCE_COLUMNS
@@ -32,36 +33,55 @@ flags.DEFINE_string("references", None, f"CSV: {','.join(REFERENCE_COLUMNS)}.")
 flags.DEFINE_integer("reps", DEFAULT_REPS, "Bootstrap resamples.")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The CLI; returns the exit status (2 for a problem with the inputs, nothing written)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str]) -> None:
+    """absl's entry point (`cli.run`): the flags are parsed; `argv[1:]` are the run dirs."""
+    sys.exit(report(argv[1:], sys.argv[1:]))
+
+
+def command(args: Sequence[str]) -> int:
+    """The command from Python (tests, benchmarks): `args` parsed as the command line would
+    be; returns the exit status."""
     FLAGS.unparse_flags()
     try:
-        run_dirs = FLAGS(["pipeline.report", *argv])[1:]
+        run_dirs = FLAGS(["pipeline.report", *args])[1:]
+    except flags.Error as error:
+        print(f"error: {error}: see --helpfull", file=sys.stderr)
+        return cli.EXIT_BAD_INPUT
+    return report(run_dirs, args)
+
+
+def report(run_dirs: Sequence[str], args: Sequence[str]) -> int:
+    """Writes the report of `run_dirs` with the parsed flags; `args`: the command line, for
+    report.md. Returns the exit status (2 for a problem with the inputs, nothing written)."""
+    try:
         if not run_dirs:
             raise ReportError("no run directories: pass run directories or a sweep directory")
-        report = build_report(
+        built = build_report(
             run_dirs,
-            argv,
+            args,
             out=FLAGS.out,
             threshold=FLAGS.threshold,
             baselines=Path(FLAGS.baselines) if FLAGS.baselines else None,
             references=Path(FLAGS.references) if FLAGS.references else None,
             reps=FLAGS.reps,
         )
-        write_files(report.out, report.files)
-    except (ReportError, flags.Error) as error:
+        write_files(built.out, built.files)
+    except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.EXIT_BAD_INPUT
     except OSError as error:
         print(f"error: cannot write the report: {error}", file=sys.stderr)
-        return 2
-    for line in report.warnings:
+        return cli.EXIT_BAD_INPUT
+    for line in built.warnings:
         print(f"warning: {line}", file=sys.stderr)
-    print(report.table, end="")
-    print(f"wrote {', '.join(report.files)} to {report.out}")
+    print(built.table, end="")
+    print(f"wrote {', '.join(built.files)} to {built.out}")
     return 0
 
 
+def run() -> None:
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,6 +1,6 @@
 """Runs many invocations of one CLI in this process, one TensorFlow start-up for all.
 
-    python tests/cli_case_runner.py pipeline.train cases.json results.json
+    python -m tests.cli_case_runner pipeline.train cases.json results.json   (from the repository)
 
 `cases.json`: a list of {"args": [...], "cwd": "..."}. Each case runs the CLI's `main` as
 its `run()` does (flag parsing included) with file descriptors 1 and 2 redirected, so
@@ -43,7 +43,6 @@ def _captured_fds():
             file.close()
 
 
-ARGPARSE_CLIS = ("pipeline.report",)
 PACKAGE_MAINS = {"pipeline.sweep": "pipeline.sweep.__main__"}  # `python -m` runs these
 
 
@@ -63,12 +62,9 @@ def run_case(module, args: list[str], cwd: str) -> dict:
     escaped = ""
     with _captured_fds() as texts:
         try:
-            if module.__name__ in ARGPARSE_CLIS:
-                code = module.main(args)
-            else:
-                from pipeline import cli
+            from pipeline import cli
 
-                cli.run(module.main)
+            cli.run(module.main)
         except SystemExit as stop:
             code = _exit_code(stop)
         except BaseException:  # noqa: BLE001 - what a user would see as a traceback

@@ -1,6 +1,6 @@
 """Runs `python -m pipeline.train` with a real fault timed from inside the process.
 
-    python tests/faulty_train.py FAULT [pipeline.train arguments...]
+    python -m tests.faulty_train FAULT [pipeline.train arguments...]   (from the repository)
 
 FAULT is one of:
 - `kill-at-replacement`: right after the run resumes from its checkpoint, a real SIGTERM (a

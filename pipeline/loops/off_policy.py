@@ -19,9 +19,7 @@ from tf_agents.drivers import dynamic_step_driver
 from tf_agents.networks import q_network
 
 import envs
-from pipeline.agents import (
-    build,
-)
+from pipeline.agents import build
 from pipeline.agents.build import trains_on_transitions
 from pipeline.agents.policies import EpsilonGreedyPolicy, UniformRandomPolicy
 from pipeline.agents.schedules import LinearSchedule

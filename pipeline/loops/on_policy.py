@@ -28,9 +28,7 @@ from tf_agents.policies import greedy_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 
 import envs
-from pipeline.agents import (
-    build,
-)
+from pipeline.agents import build
 from pipeline.agents.policies import GeneratorSamplingPolicy
 from pipeline.errors import UserError
 from pipeline.loops.base import TrainingLoop

@@ -192,7 +192,7 @@ def write_report(args: argparse.Namespace, out: Path) -> dict:
     summary = summarize(results, args.reps)
     started = [str(out / f"s{r['seed']}") for r in results if r["curve"]]
     if started:
-        code = report.main([*started, f"--out={out / 'curve'}", f"--references={REFERENCES}"])
+        code = report.command([*started, f"--out={out / 'curve'}", f"--references={REFERENCES}"])
         if code != 0:
             print("warning: pipeline.report could not draw the curve", file=sys.stderr)
     payload = {"gin_file": args.gin_file, "gin_bindings": args.gin_bindings}

@@ -17,9 +17,7 @@ from pipeline import config
 from pipeline.agents.a2c import n_step_returns
 from pipeline.agents.networks import DuelingQNetwork
 from pipeline.errors import UserError
-from pipeline.loops import (
-    off_policy,
-)
+from pipeline.loops import off_policy
 from pipeline.run import rundir
 from tests.conftest import REPO, bindings, read_metrics, train_cli
 from tests.loops.test_resume import complete_checkpoints, wait_for

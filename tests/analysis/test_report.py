@@ -97,7 +97,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def run_report(capsys, *args: object) -> tuple[int, str, str]:
-    status = report.main([str(a) for a in args])
+    status = report.command([str(a) for a in args])
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 

@@ -19,7 +19,7 @@ import pytest
 from pipeline import stack
 from tests.conftest import REPO
 
-RUNNER = REPO / "tests" / "cli_case_runner.py"
+RUNNER = ["-m", "tests.cli_case_runner"]  # a module: tests/ itself must not be on sys.path
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ def results(tmp_path_factory, request) -> dict[str, tuple[dict, list, list]]:
         folder = tmp_path_factory.mktemp(cli.replace(".", "_"))
         (folder / "cases.json").write_text(json.dumps(payload))
         process = subprocess.run(
-            [sys.executable, str(RUNNER), cli, str(folder / "cases.json"), str(folder / "out")],
+            [sys.executable, *RUNNER, cli, str(folder / "cases.json"), str(folder / "out")],
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -22,7 +22,7 @@ import tensorflow as tf
 from pipeline.run import preemption
 from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
-FAULTY_TRAIN = REPO / "tests" / "faulty_train.py"
+FAULTY_TRAIN = ["-m", "tests.faulty_train"]  # a module: tests/ itself must not be on sys.path
 SPLIT_RUN = [
     "train.total_env_steps=4_000",
     "train.initial_collect_steps=300",
@@ -42,7 +42,7 @@ def start(root_dir: Path, *extra: str, fault: str | None = None, env=None) -> su
 
     `fault`: run it through tests/faulty_train.py with that fault.
     """
-    runner = ["-m", "pipeline.train"] if fault is None else [str(FAULTY_TRAIN), fault]
+    runner = ["-m", "pipeline.train"] if fault is None else [*FAULTY_TRAIN, fault]
     args = [sys.executable, *runner, *bindings(*SPLIT_RUN, *extra)]
     log = open(f"{root_dir}.stderr", "w")
     return subprocess.Popen(
@@ -317,7 +317,7 @@ def test_a_signal_inside_an_update_round_cuts_it_and_the_resume_is_exact(tmp_pat
     finish(reference, *long_rounds)
     root_dir = tmp_path / "run"
     cut = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "faulty_train.py"), "sigterm-mid-round",
+        [sys.executable, *FAULTY_TRAIN, "sigterm-mid-round",
          *bindings(*SPLIT_RUN, *long_rounds), f"--root_dir={root_dir}"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

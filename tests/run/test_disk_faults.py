@@ -19,7 +19,7 @@ from pipeline.run.checkpoints import CheckpointStore, verify
 from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
 KEEP_ONE = [*TINY_RUN, "train.checkpoints_to_keep=1"]
-FAULTY_TRAIN = REPO / "tests" / "faulty_train.py"
+FAULTY_TRAIN = ["-m", "tests.faulty_train"]  # a module: tests/ itself must not be on sys.path
 
 
 def run_on(root: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -118,7 +118,7 @@ def test_a_kill_while_a_checkpoint_is_replaced_keeps_one(tmp_path: Path):
     rows = read_metrics(root)
 
     killed = subprocess.run(
-        [sys.executable, str(FAULTY_TRAIN), "kill-at-replacement",
+        [sys.executable, *FAULTY_TRAIN, "kill-at-replacement",
          *bindings(*KEEP_ONE, "train.total_env_steps=1_500"), f"--root_dir={root}"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
