@@ -3,8 +3,9 @@
 Gin knows a configurable only once the module that declares it has been imported.
 `config.parse` imports this module before it reads a gin file, so the names are there
 whichever command parses (train, evaluate, a sweep's check, a benchmark, a test), and no
-other module imports a module just for its gin names. `distributed.*` is registered where
-Reverb is installed (the pinned stack): its module needs it.
+other module imports a module just for its gin names. `distributed.*` belongs to the
+distributed roles, which register it themselves (its module needs Reverb, which would slow
+every other command's start).
 """
 
 from __future__ import annotations
@@ -21,16 +22,10 @@ from tf_agents.networks import (
 )
 
 import envs
-from pipeline import stack
 from pipeline.agents import a2c, augmentation, build, networks, optimizers, rainbow, schedules
 from pipeline.baselines import scripted_policies
 from pipeline.loops import off_policy, on_policy
 from pipeline.replay import frame_stack, prioritized, uniform
-
-if stack.reverb_installed():
-    from pipeline.distributed import common as distributed
-else:
-    distributed = None
 
 MODULES = (
     # TF-Agents: DqnAgent, DdqnAgent, CategoricalDqnAgent, PPOClipAgent, ReinforceAgent,
@@ -40,5 +35,5 @@ MODULES = (
     envs,  # load_gymnasium, load_atari
     # ours: agents and their parts, schedules, baselines, the loops, the replay buffers
     a2c, augmentation, build, networks, optimizers, rainbow, schedules, scripted_policies,
-    off_policy, on_policy, frame_stack, prioritized, uniform, distributed,
+    off_policy, on_policy, frame_stack, prioritized, uniform,
 )  # fmt: skip

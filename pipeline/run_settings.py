@@ -19,6 +19,7 @@ RUN_ONLY_SETTINGS = (
     "checkpoint_interval",
     "checkpoint_interval_s",
     "checkpoints_to_keep",
+    "eval_processes",
 )
 RESUMABLE_CHANGES = (
     *(f"{loop}.{name}" for loop in LOOP_NAMES for name in RUN_ONLY_SETTINGS),

@@ -93,6 +93,7 @@ RULES: dict[str, dict[str, Check]] = {
         "replay_capacity": _COUNT,
         "final_eval_episodes": _OPTIONAL_COUNT,
         "eval_epsilon": probability(),
+        "eval_processes": one_of(1, 2),
     },
     "train_on_policy": {
         **_LOOP_COMMON,

@@ -89,6 +89,7 @@ class TrainingLoop:
         self.evaluator = Evaluator(
             [env_loader(seed=None, training=False) for _ in range(most)],
             seeds=eval_episode_seeds(seed, most),
+            processes=settings.eval_processes,
         )
         self.env_steps = tf_metrics.EnvironmentSteps()
         self.episodes = tf_metrics.NumberOfEpisodes()

@@ -20,6 +20,7 @@ from tf_agents.trajectories.time_step import StepType
 from tf_agents.utils import nest_utils
 
 from envs.gym_bridge import GymnasiumEnvironment
+from pipeline.loops.eval_worker import EvalWorker
 
 EVAL_SEED_OFFSET = 1_000_003  # keeps eval resets apart from the training env's seed
 
@@ -52,11 +53,19 @@ class Evaluator:
     weights give the same numbers and curves show changes in the policy, not in the draws.
     """
 
-    def __init__(self, envs: Sequence[GymnasiumEnvironment], seeds: Sequence[int]):
+    def __init__(
+        self, envs: Sequence[GymnasiumEnvironment], seeds: Sequence[int], processes: int = 1
+    ):
+        """`processes=2`: the odd-numbered games are stepped in an `EvalWorker` process (the
+        same games; worth it where the env step, not the policy, is the cost: Atari)."""
         if len(envs) != len(seeds):
             raise ValueError("one seed per evaluation env")
+        if processes not in (1, 2):
+            raise ValueError(f"processes must be 1 or 2, got {processes}")
         self._envs = list(envs)
         self._seeds = list(seeds)
+        self._processes = processes
+        self._worker: EvalWorker | None = None  # forked at the first evaluation that uses it
 
     def run(
         self,
@@ -76,9 +85,7 @@ class Evaluator:
         if not 0 < n <= len(self._envs):
             raise ValueError(f"episodes must be in 1..{len(self._envs)}, got {n}")
         envs = self._envs[:n]
-        for env, seed in zip(envs, self._seeds[:n], strict=True):
-            env.seed(seed)
-        games = _Lockstep(envs)
+        games = _Lockstep(envs, self._seeds[:n], self._worker_for(observer))
         if isinstance(policy, CompiledPyPolicy) and observer is None:
             return games.play_in_graph(policy, should_stop)
         if observer is not None:
@@ -100,21 +107,51 @@ class Evaluator:
                 games.advance(np.asarray(action_step.action)[live], observer)
         return games.stats()
 
+    def _worker_for(self, observer) -> EvalWorker | None:
+        """The worker, where games go to two processes: not for a filmed evaluation, whose
+        observer reads the envs of this process."""
+        if self._processes == 1 or observer is not None or len(self._envs) < 2:
+            return None
+        if self._worker is None:
+            self._worker = EvalWorker({i: self._envs[i] for i in range(1, len(self._envs), 2)})
+        return self._worker
+
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
         for env in self._envs:
             env.close()
 
 
 class _Lockstep:
-    """One evaluation's games, advanced one step for all at a time; finished ones wait."""
+    """One evaluation's games, advanced one step for all at a time; finished ones wait.
 
-    def __init__(self, envs: Sequence[GymnasiumEnvironment]):
+    With a `worker`, the games it owns (`worker.indices`) are stepped there, while this
+    process steps the others."""
+
+    def __init__(
+        self,
+        envs: Sequence[GymnasiumEnvironment],
+        seeds: Sequence[int],
+        worker: EvalWorker | None = None,
+    ):
         self._envs = list(envs)
         n = len(self._envs)
         self.returns = np.zeros(n, np.float64)
         self.lengths = np.zeros(n, np.int64)
         self.running = np.ones(n, bool)
-        self.time_steps = [env.reset() for env in self._envs]
+        self._worker = worker
+        self._remote = frozenset(i for i in worker.indices if i < n) if worker else frozenset()
+        if self._remote:
+            worker.reset([(i, seeds[i]) for i in sorted(self._remote)])
+        self.time_steps: list = [None] * n
+        for i, (env, seed) in enumerate(zip(self._envs, seeds, strict=True)):
+            if i not in self._remote:
+                env.seed(seed)
+                self.time_steps[i] = env.reset()
+        if self._remote:
+            for i, time_step in worker.receive():
+                self.time_steps[i] = time_step
 
     def policy_rows(self) -> ts.TimeStep:
         """The running games' time steps, stacked and padded by `_padded`."""
@@ -130,13 +167,23 @@ class _Lockstep:
         live = np.flatnonzero(self.running)
         chosen = np.zeros(len(self._envs), np.int64)
         chosen[live] = actions
+        far = [i for i in live if i in self._remote]
+        if far:  # the worker steps its games meanwhile
+            self._worker.step([(i, chosen[i]) for i in far])
         for i in live:
-            step = self.time_steps[i] = self._envs[i].step(chosen[i])
-            self.returns[i] += step.reward
-            self.lengths[i] += 1
-            self.running[i] = step.step_type != StepType.LAST
-            if observer is not None:
-                observer(i, self._envs[i])
+            if i not in self._remote:
+                self._record(i, self._envs[i].step(chosen[i]), observer)
+        if far:
+            for i, time_step in self._worker.receive():
+                self._record(i, time_step, observer)
+
+    def _record(self, i: int, time_step: ts.TimeStep, observer) -> None:
+        self.time_steps[i] = time_step
+        self.returns[i] += time_step.reward
+        self.lengths[i] += 1
+        self.running[i] = time_step.step_type != StepType.LAST
+        if observer is not None:
+            observer(i, self._envs[i])
 
     def stats(self) -> EpisodeStats:
         return EpisodeStats(returns=self.returns, lengths=self.lengths)

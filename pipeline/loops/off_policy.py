@@ -61,6 +61,7 @@ class Experiment(TrainingLoop):
         final_eval_episodes: int | None = None,
         eval_at_start: bool = True,
         eval_epsilon: float = 0.0,
+        eval_processes: int = 1,
         action_mask_splitter: Callable | None = None,
         progress_interval_s: float = 10.0,
         checkpoint_interval: int | None = None,

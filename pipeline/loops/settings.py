@@ -26,6 +26,7 @@ class LoopSettings:
     deterministic: bool
     final_eval_episodes: int | None = None  # games at total_env_steps; default: eval_episodes
     num_envs: int = 1
+    eval_processes: int = 1  # 2: half the evaluation games in a second process (Atari)
 
     @classmethod
     def of(cls, arguments: dict[str, Any]) -> LoopSettings:

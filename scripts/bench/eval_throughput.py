@@ -13,7 +13,14 @@ seeded games, in alternating rounds, through both paths of `Evaluator.run`:
 Checks the two give the same returns and lengths, and prints env steps/s for each and the
 ratio graph : python.
 
+With `--atari`, the question is the env step instead: drq_breakout.gin's evaluation policy
+(its untrained network at epsilon 0.001, so games stall as a trained agent's do after a lost
+life) plays `--episodes` Breakout games capped at `--max_episode_frames`, in one process and
+with the odd-numbered games in a second one (`train.eval_processes = 2`), alternately; checks
+the games are the same and prints env steps/s for each and the ratio two : one.
+
     .venv/bin/python scripts/bench/eval_throughput.py [--episodes=20] [--rounds=5]
+    .venv/bin/python scripts/bench/eval_throughput.py --atari [--episodes=20 --rounds=3]
 """
 
 from __future__ import annotations
@@ -53,11 +60,62 @@ def balancing_policy() -> CompiledPyPolicy:
     return CompiledPyPolicy(run.agent.policy)
 
 
+def atari_processes(args: argparse.Namespace) -> None:
+    """One process against two on the same seeded Breakout evaluation."""
+    gin.clear_config()
+    config.parse(["drq_breakout.gin"], ["train.replay_capacity=2000"])
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Experiment(tmp)
+    seeds = list(range(1_000, 1_000 + args.episodes))
+    cap = {"seed": None, "training": False, "max_episode_frames": args.max_episode_frames}
+    evaluators = {
+        f"{n} process{'es' if n > 1 else ''}": Evaluator(
+            [envs.load_atari(**cap) for _ in seeds], seeds, processes=n
+        )
+        for n in (1, 2)
+    }
+
+    def play(evaluator: Evaluator):
+        return evaluator.run(run.eval_policy_at(0))  # the same noise draws every time
+
+    results = [play(evaluator) for evaluator in evaluators.values()]
+    if not all(
+        np.array_equal(results[0].returns, other.returns)
+        and np.array_equal(results[0].lengths, other.lengths)
+        for other in results[1:]
+    ):
+        raise SystemExit("error: one and two processes played different games")
+    steps = int(results[0].lengths.sum())
+    times: dict[str, list[float]] = {name: [] for name in evaluators}
+    for _ in range(args.rounds):
+        for name, evaluator in evaluators.items():
+            start = time.perf_counter()
+            play(evaluator)
+            times[name].append(time.perf_counter() - start)
+    rate = {name: steps / statistics.median(t) for name, t in times.items()}
+    print(
+        f"{args.episodes} Breakout games (drq_breakout.gin's eval policy, untrained, cap "
+        f"{args.max_episode_frames:,} frames), {steps:,} env steps per evaluation, "
+        f"{args.rounds} alternating rounds, medians; same games: yes"
+    )
+    for name, value in rate.items():
+        print(f"{name:12s} {value:10,.0f} env steps/s  ({statistics.median(times[name]):.2f} s)")
+    one, two = rate.values()
+    print(f"two : one process {two / one:.2f}")
+    for evaluator in evaluators.values():
+        evaluator.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=20, help="games per evaluation")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds each")
+    parser.add_argument("--atari", action="store_true", help="Breakout: one process or two")
+    parser.add_argument("--max_episode_frames", type=int, default=8_000, help="--atari cap")
     args = parser.parse_args()
+    if args.atari:
+        atari_processes(args)
+        return
     policy = balancing_policy()
     seeds = list(range(1_000, 1_000 + args.episodes))
     evaluator = Evaluator([envs.load_gymnasium("CartPole-v1") for _ in seeds], seeds)

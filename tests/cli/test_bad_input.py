@@ -58,6 +58,7 @@ CASES = [
         ["quote strings", "load_gymnasium.env_id='CartPole-v1'"],
     ),
     Case("unknown-reference", TRAIN, b("train.network=@NoSuchNet"), ["@NoSuchNet"]),
+    Case("eval-processes", TRAIN, b("train.eval_processes=3"), ["train.eval_processes=3"]),
     Case("gin-name", TRAIN, ["--gin_file=dqn_cartpol.gin"], ["dqn_cartpol.gin", "dqn_cartpole"]),
     Case("gin-path", TRAIN, ["--gin_file=/no/such/file.gin"], ["/no/such/file.gin", "not found"]),
     Case(

@@ -117,3 +117,51 @@ def test_evaluation_in_one_graph_loop_plays_exactly_the_python_loop(tmp_path: Pa
 
             assert evaluator.run(policy, should_stop=stop, observer=observer) is None
             assert len(asked) == 4
+
+
+def test_games_stepped_in_a_second_process_are_the_same_games(tmp_path: Path):
+    """`processes=2` steps the odd-numbered games in a forked worker: the returns and lengths
+    are those of one process, with the policy in the graph loop (a compiled greedy CartPole
+    policy) and in the Python loop (the stateful Breakout tracker); a filmed evaluation stays
+    in this process, and the worker is reused, then stopped by `close`."""
+    import os
+
+    import envs
+    from pipeline.baselines.scripted_policies import BreakoutTrackerPyPolicy
+    from pipeline.loops.evaluation import Evaluator
+
+    run = _cartpole_run(tmp_path / "run")
+    seeds = list(range(200, 207))
+    greedy = CompiledPyPolicy(run.agent.policy)
+    one, two = (
+        Evaluator([envs.load_gymnasium("CartPole-v1") for _ in seeds], seeds, processes=n)
+        for n in (1, 2)
+    )
+    expected = one.run(greedy)
+    for episodes in (None, 5):  # the same worker twice
+        got = two.run(greedy, episodes=episodes)
+        count = len(got.returns)
+        np.testing.assert_array_equal(got.returns, expected.returns[:count])
+        np.testing.assert_array_equal(got.lengths, expected.lengths[:count])
+    worker = two._worker
+    assert worker is not None and worker._process.pid != os.getpid()
+    assert worker.indices == {1, 3, 5}
+    filmed = two.run(greedy, observer=lambda i, env: None)
+    np.testing.assert_array_equal(filmed.returns, expected.returns)
+    two.close()
+    assert not worker._process.is_alive()
+    one.close()
+    run.evaluator.close()
+    run.train_env.close()
+
+    frames = dict(seed=None, training=False, max_episode_frames=3_000)
+    atari = [[envs.load_atari(**frames) for _ in range(4)] for _ in range(2)]
+    spec = (atari[0][0].time_step_spec(), atari[0][0].action_spec())
+    results = []
+    for games, processes in zip(atari, (1, 2), strict=True):
+        evaluator = Evaluator(games, [31, 32, 33, 34], processes=processes)
+        results.append(evaluator.run(BreakoutTrackerPyPolicy(*spec)))
+        evaluator.close()
+    np.testing.assert_array_equal(results[0].returns, results[1].returns)
+    np.testing.assert_array_equal(results[0].lengths, results[1].lengths)
+    assert results[0].returns.max() > 0  # games where the tracker scores

@@ -202,7 +202,7 @@ def test_local_sweep_runs_every_setting_and_aggregates(local_sweep):
         assert row["final_return_std"] == ""  # one seed: a sample std (n - 1) needs two
         best = max(m["eval_return_mean"] for m in evals)
         assert float(row["best_return_mean"]) == pytest.approx(best)
-        final = f"{evals[-1]['eval_return_mean']:.1f} +- 0.0"
+        final = f"{evals[-1]['eval_return_mean']:.1f}"  # one seed: no +- std
         assert f"| `{row['setting']}` | 1/1 | {final} | {best:.1f} | 1,500 |" in markdown
     assert "All runs finished." in markdown
 
