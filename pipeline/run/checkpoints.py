@@ -25,8 +25,10 @@ import tensorflow as tf
 from absl import logging
 
 from pipeline.errors import UserError
+from pipeline.run.versions import PICKLED_ENV_PACKAGES, changed, package_versions
 
 MANIFEST = "MANIFEST.json"
+ENV_VERSIONS = "env_versions.json"  # the versions of the packages env.pkl's objects come from
 _NAME = re.compile(r"^ckpt-(\d+)$")
 T = TypeVar("T")
 
@@ -263,6 +265,8 @@ def write_loop_state(
     windows.write(str(directory / "tf" / "metric_windows"))
     if env_states is not None:
         (directory / "env.pkl").write_bytes(pickle.dumps(env_states))
+        versions = package_versions(PICKLED_ENV_PACKAGES)
+        (directory / ENV_VERSIONS).write_text(json.dumps(versions, indent=2) + "\n")
     if time_step is not None:
         (directory / "time_step.pkl").write_bytes(pickle.dumps(time_step))
     (directory / "loop.json").write_text(json.dumps(loop, indent=2) + "\n")
@@ -280,8 +284,36 @@ def read_loop_state(
     saved = directory / "time_step.pkl"
     time_step = pickle.loads(saved.read_bytes()) if saved.exists() else None
     envs = directory / "env.pkl"
-    env_states = pickle.loads(envs.read_bytes()) if envs.exists() else None
+    env_states = None
+    if envs.exists() and _env_stack_unchanged(directory):
+        env_states = pickle.loads(envs.read_bytes())
     return loop, time_step, env_states
+
+
+def _env_stack_unchanged(directory: Path) -> bool:
+    """Whether the packages that pickled the envs' states are the ones installed now.
+
+    Checkpoints before 2026-12-04 did not record them: the run's first session did, in
+    run.json. Under another version an env unpickles into an object that breaks at its next
+    step (gymnasium 1.4 reads attributes 1.3's wrappers never set), so the resume starts new
+    episodes instead, which loses the ends of the current ones and nothing else.
+    """
+    recorded = directory / ENV_VERSIONS
+    run_json = directory.parent.parent / "run.json"
+    if recorded.exists():
+        saved = json.loads(recorded.read_text())
+    elif run_json.exists():
+        saved = json.loads(run_json.read_text()).get("versions", {})
+    else:
+        saved = {}
+    changes = changed(saved, PICKLED_ENV_PACKAGES)
+    if changes:
+        logging.warning(
+            "the train envs' states were saved under another stack (%s): new episodes start, "
+            "so this resume is not bit-identical to an uninterrupted run",
+            ", ".join(changes),
+        )
+    return not changes
 
 
 def read_variables(

@@ -6,13 +6,11 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +21,10 @@ from pipeline.run.files import (
     atomic_write_text,  # noqa: F401 (callers use rundir.atomic_write_text)
     parse_config_str,
 )
+from pipeline.run.versions import package_versions
 from pipeline.run_settings import RESUMABLE_CHANGES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-VERSIONED_PACKAGES = ("tensorflow", "tf-agents", "gymnasium", "ale-py", "gin-config", "numpy")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_root_dir(gin_files: Sequence[str], gin_bindings: Sequence[str], seed: int) -> Path:
@@ -125,16 +123,6 @@ def _git_revision() -> dict[str, Any]:
         return {"revision": None, "dirty": None}
 
 
-def _versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for package in VERSIONED_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
 def run_info(seed: int, gin_files: Sequence[Path], gin_bindings: Sequence[str]) -> dict[str, Any]:
     slurm = {
         k: v
@@ -151,7 +139,7 @@ def run_info(seed: int, gin_files: Sequence[Path], gin_bindings: Sequence[str]) 
         "host": socket.gethostname(),
         "slurm": slurm,
         "git": _git_revision(),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
 
 

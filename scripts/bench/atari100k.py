@@ -7,6 +7,13 @@ command again continues unfinished seeds where they stopped (across sessions too
 reports finished ones. Ctrl-C or SIGTERM goes to the running seed, which checkpoints; this
 script then writes the report so far and exits 75.
 
+A finished seed's record (its run.json, config.gin and metrics.jsonl, and the wall time it
+trained: a few KB, no checkpoints) is copied to `data/results/atari100k/<OUT name>/sS`, where
+git carries it: a seed whose run directory is gone (a new machine, a new session) but whose
+record is there counts as finished and is not trained again. Every seed in a report must have
+run one config (config.gin without `train.seed`): a report that would mix two stops with
+exit 2 and names the seeds.
+
 Writes `OUT/report.md` and `OUT/report.json`: each seed's final score (the mean of the last
 evaluation's games, 100 in drq_breakout.gin), the IQM over seeds with its stratified-bootstrap
 95% CI (rliable), the median and mean, the wall time each seed trained (over all its
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -36,10 +44,14 @@ from pipeline import report  # noqa: E402
 from pipeline.analysis.report import stats  # noqa: E402
 from pipeline.analysis.runs import load_run  # noqa: E402
 from pipeline.run.checkpoints import CheckpointStore  # noqa: E402
+from pipeline.run.files import holds_run  # noqa: E402
 from pipeline.run.preemption import EXIT_PREEMPTED  # noqa: E402
 from pipeline.sweep.grid import SweepError, parse_seeds  # noqa: E402
 
 REFERENCES = REPO / "data" / "atari100k_breakout.csv"
+ARCHIVE = REPO / "data" / "results" / "atari100k"
+ARCHIVED_FILES = ("run.json", "config.gin", "metrics.jsonl")
+ARCHIVE_INFO = "bench.json"  # the seed's wall time and when it was archived
 PUBLISHED = [  # (system, score, note), from ../shared/ANCHORS.md
     ("random", 1.7, "dopamine normalization_utils"),
     ("human", 30.5, "dopamine normalization_utils"),
@@ -55,6 +67,10 @@ def default_out(gin_file: str, bindings: list[str]) -> Path:
     if bindings:
         name += "-" + hashlib.sha1("\n".join(bindings).encode()).hexdigest()[:8]
     return REPO / "runs" / "atari100k" / name
+
+
+class BenchError(Exception):
+    """A request this bench refuses, told in one line."""
 
 
 def train_command(gin_file: str, bindings: list[str], seed: int, run_dir: Path) -> list[str]:
@@ -98,12 +114,24 @@ def run_seed(command: list[str], log_path: Path, forwarder: Forwarder) -> int:
 
 
 def wall_seconds(run_dir: Path) -> float | None:
-    """Seconds the run trained, over its sessions, as its newest checkpoint records."""
+    """Seconds the run trained, over its sessions, as its newest checkpoint (or, for an
+    archived seed, its record) says."""
+    if (run_dir / ARCHIVE_INFO).is_file():
+        return json.loads((run_dir / ARCHIVE_INFO).read_text())["wall_s"]
     complete = CheckpointStore(run_dir / "checkpoints", keep=1).complete()
     if not complete:
         return None
     loop = json.loads((complete[0][1] / "loop.json").read_text())
     return loop.get("wall_s")
+
+
+def seed_dir(seed: int, out: Path, archive: Path | None) -> Path:
+    """The seed's run directory under OUT, or its archived record where OUT has no run."""
+    live = out / f"s{seed}"
+    kept = archive / f"s{seed}" if archive else None
+    if not holds_run(live) and kept is not None and (kept / ARCHIVE_INFO).is_file():
+        return kept
+    return live
 
 
 def seed_result(seed: int, run_dir: Path) -> dict:
@@ -113,9 +141,14 @@ def seed_result(seed: int, run_dir: Path) -> dict:
     run = load_run(run_dir, explicit=True) if rows else None
     total = run.total_env_steps if run else None
     final = rows[-1] if rows and total is not None and rows[-1]["env_steps"] >= total else None
+    info_path = run_dir / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return {
         "seed": seed,
         "run_dir": str(run_dir),
+        "archived": (run_dir / ARCHIVE_INFO).is_file(),
+        "git": info.get("git", {}).get("revision"),
+        "started": info.get("started"),
         "finished": final is not None,
         "env_steps": rows[-1]["env_steps"] if rows else 0,
         "final_score": final["eval_return_mean"] if final else None,
@@ -124,6 +157,40 @@ def seed_result(seed: int, run_dir: Path) -> dict:
         "wall_s": wall_seconds(run_dir),
         "curve": [[r["env_steps"], r["eval_return_mean"]] for r in rows],
     }
+
+
+def archive_seed(result: dict, archive: Path) -> None:
+    """Copies a finished seed's record out of runs/, which does not outlive the machine."""
+    source, target = Path(result["run_dir"]), archive / f"s{result['seed']}"
+    if result["archived"] or not result["finished"]:
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVED_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    info = {"wall_s": result["wall_s"], "archived": stamp, "from": str(source)}
+    (target / ARCHIVE_INFO).write_text(json.dumps(info, indent=1) + "\n")
+
+
+def config_without_seed(run_dir: Path) -> str:
+    lines = (run_dir / "config.gin").read_text().splitlines()
+    return "\n".join(line for line in lines if not line.startswith("train.seed ="))
+
+
+def check_one_config(results: list[dict]) -> None:
+    """Seeds that ran different configs (a gin file changed between sessions) are not one
+    sample: refuse to pool them."""
+    groups: dict[str, list[int]] = {}
+    for r in results:
+        if (Path(r["run_dir"]) / "config.gin").is_file():
+            groups.setdefault(config_without_seed(Path(r["run_dir"])), []).append(r["seed"])
+    if len(groups) > 1:
+        described = "; ".join("seeds " + ",".join(map(str, g)) for g in groups.values())
+        raise BenchError(
+            f"the seeds ran {len(groups)} different configs ({described}): move the "
+            "outdated seeds' run directories and archived records aside and run them again"
+        )
 
 
 def summarize(results: list[dict], reps: int) -> dict:
@@ -188,9 +255,13 @@ def markdown(gin_file: str, bindings: list[str], results: list[dict], summary: d
 
 
 def write_report(args: argparse.Namespace, out: Path) -> dict:
-    results = [seed_result(seed, out / f"s{seed}") for seed in args.seeds]
+    results = [seed_result(seed, seed_dir(seed, out, args.archive)) for seed in args.seeds]
+    check_one_config([r for r in results if r["finished"]])
+    if args.archive:
+        for result in results:
+            archive_seed(result, args.archive)
     summary = summarize(results, args.reps)
-    started = [str(out / f"s{r['seed']}") for r in results if r["curve"]]
+    started = [r["run_dir"] for r in results if r["curve"]]
     if started:
         code = report.command([*started, f"--out={out / 'curve'}", f"--references={REFERENCES}"])
         if code != 0:
@@ -203,12 +274,42 @@ def write_report(args: argparse.Namespace, out: Path) -> dict:
     return summary
 
 
+def train_seeds(args: argparse.Namespace, out: Path, forwarder: Forwarder) -> int | None:
+    """Trains the seeds that have no finished record, one at a time; an exit status where
+    the bench must stop early, None when every seed ran."""
+    for seed in args.seeds:
+        if forwarder.stopped:
+            return EXIT_PREEMPTED
+        run_dir = seed_dir(seed, out, args.archive)
+        if seed_result(seed, run_dir)["archived"]:
+            print(f"seed {seed}: finished earlier, archived in {run_dir}")
+            continue
+        command = train_command(args.gin_file, args.gin_bindings, seed, run_dir)
+        print(f"seed {seed}: {' '.join(command[1:])} (log: {out / f's{seed}.log'})")
+        code = run_seed(command, out / f"s{seed}.log", forwarder)
+        if code == EXIT_PREEMPTED or forwarder.stopped:
+            print(f"seed {seed} stopped with a checkpoint; run this command again to go on")
+            return EXIT_PREEMPTED
+        if code != 0:
+            print(f"error: seed {seed} failed (exit {code}); see {out / f's{seed}.log'}")
+            return 1
+        if args.archive:  # at once, so a session that ends in the next seed keeps this one
+            archive_seed(seed_result(seed, run_dir), args.archive)
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gin_file", default="drq_breakout.gin")
     parser.add_argument("--gin_bindings", action="append", default=[])
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--out", type=Path, help="default: runs/atari100k/<gin file>[-<hash>]")
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        help="where finished seeds' records go (default: data/results/atari100k/<OUT name>; "
+        "--archive= keeps none)",
+    )
     parser.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples (rliable)")
     parser.add_argument("--report_only", action="store_true", help="train nothing, report")
     args = parser.parse_args()
@@ -218,24 +319,19 @@ def main() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = args.out or default_out(args.gin_file, args.gin_bindings)
+    if args.archive is None:
+        args.archive = ARCHIVE / out.name
+    elif str(args.archive) in ("", "."):
+        args.archive = None
     out.mkdir(parents=True, exist_ok=True)
     forwarder = Forwarder()
-    if not args.report_only:
-        for seed in args.seeds:
-            if forwarder.stopped:
-                break
-            command = train_command(args.gin_file, args.gin_bindings, seed, out / f"s{seed}")
-            print(f"seed {seed}: {' '.join(command[1:])} (log: {out / f's{seed}.log'})")
-            code = run_seed(command, out / f"s{seed}.log", forwarder)
-            if code == EXIT_PREEMPTED or forwarder.stopped:
-                print(f"seed {seed} stopped with a checkpoint; run this command again to go on")
-                break
-            if code != 0:
-                print(f"error: seed {seed} failed (exit {code}); see {out / f's{seed}.log'}")
-                write_report(args, out)
-                return 1
-    write_report(args, out)
-    return EXIT_PREEMPTED if forwarder.stopped else 0
+    try:
+        code = None if args.report_only else train_seeds(args, out, forwarder)
+        write_report(args, out)
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,16 @@ atari100k = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(atari100k)
 
 
-def fake_run(run_dir: Path, seed: int, curve: list[tuple[int, float]], wall_s: float) -> None:
+def fake_run(
+    run_dir: Path, seed: int, curve: list[tuple[int, float]], wall_s: float, lr: float = 1e-4
+) -> None:
     """A run directory as pipeline.train leaves it: config, metrics rows, a checkpoint."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.gin").write_text(
         f"train.seed = {seed}\ntrain.total_env_steps = 100000\nload_atari.game = 'Breakout'\n"
+        f"Adam.learning_rate = {lr}\n"
     )
+    rundir.write_json(run_dir / "run.json", {"seed": seed, "git": {"revision": "abc"}})
     rows = [
         {"env_steps": steps, "eval_return_mean": score, "eval_return_std": 1.0,
          "eval_episodes": 100 if steps == 100_000 else 10}
@@ -40,9 +45,7 @@ def test_report_counts_finished_seeds_and_their_wall_times(tmp_path: Path, capsy
     for seed, score in enumerate(scores):
         fake_run(tmp_path / f"s{seed}", seed, [(20_000, 2.0), (100_000, score)], 2_400.0 + seed)
     fake_run(tmp_path / "s4", 4, [(20_000, 3.0), (40_000, 5.0)], 900.0)  # cut off mid-way
-    args = argparse.Namespace(
-        seeds=[0, 1, 2, 3, 4], gin_file="drq_breakout.gin", gin_bindings=[], reps=500
-    )
+    args = bench_args([0, 1, 2, 3, 4], archive=None)
     summary = atari100k.write_report(args, tmp_path)
     assert summary["seeds_finished"] == 4
     assert summary["iqm"] == pytest.approx(16.5)  # the middle two of 12, 15, 18, 25
@@ -60,6 +63,50 @@ def test_report_counts_finished_seeds_and_their_wall_times(tmp_path: Path, capsy
     assert "DrQ(eps) | 16.4" in markdown
     assert (tmp_path / "curve" / "learning_curves.png").stat().st_size > 0
     capsys.readouterr()
+
+
+def bench_args(seeds: list[int], archive: Path | None) -> argparse.Namespace:
+    return argparse.Namespace(
+        seeds=seeds, gin_file="drq_breakout.gin", gin_bindings=[], reps=500, archive=archive
+    )
+
+
+def test_finished_seeds_outlive_their_run_directories_in_the_archive(tmp_path: Path, capsys):
+    """runs/ is gone on the next machine: the archived records still make the report, and
+    the bench trains only the seeds that have none."""
+    out, archive = tmp_path / "runs", tmp_path / "archive"
+    for seed, score in enumerate([12.0, 18.0]):
+        fake_run(out / f"s{seed}", seed, [(20_000, 2.0), (100_000, score)], 2_400.0 + seed)
+    fake_run(out / "s2", 2, [(20_000, 3.0)], 500.0)  # unfinished: nothing to keep yet
+    before = atari100k.write_report(bench_args([0, 1, 2], archive), out)
+    assert sorted(p.name for p in archive.iterdir()) == ["s0", "s1"]
+    assert (archive / "s0" / "checkpoints").exists() is False
+
+    for seed in range(3):
+        shutil.rmtree(out / f"s{seed}")
+    after = atari100k.write_report(bench_args([0, 1], archive), out)
+    assert after["iqm"] == before["iqm"] and after["wall_s_max"] == pytest.approx(2_401.0)
+    report = json.loads((out / "report.json").read_text())
+    assert [s["archived"] for s in report["seeds"]] == [True, True]
+    assert report["seeds"][1]["run_dir"] == str(archive / "s1")
+    # Every seed archived: nothing is trained (training would fail on these fake records).
+    forwarder = atari100k.Forwarder()
+    assert atari100k.train_seeds(bench_args([0, 1], archive), out, forwarder) is None
+    assert not (out / "s0.log").exists()
+    capsys.readouterr()
+
+
+def test_a_report_refuses_seeds_from_two_configs(tmp_path: Path, monkeypatch, capsys):
+    fake_run(tmp_path / "s0", 0, [(100_000, 12.0)], 2_400.0)
+    fake_run(tmp_path / "s1", 1, [(100_000, 18.0)], 2_400.0, lr=3e-4)
+    monkeypatch.setattr(
+        "sys.argv", ["atari100k.py", "--seeds=0-1", f"--out={tmp_path}", "--report_only",
+                     "--archive="],
+    )  # fmt: skip
+    assert atari100k.main() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 different configs (seeds 0; seeds 1)" in err
+    assert not (tmp_path / "report.md").exists()
 
 
 def test_bad_seeds_are_one_line(monkeypatch, capsys):

@@ -25,11 +25,14 @@ from pipeline.replay.frame_stack import FrameStackReplay
 from pipeline.replay.uniform import UniformReplay
 from pipeline.run import files, metrics, rundir
 from pipeline.run.checkpoints import (
+    ENV_VERSIONS,
     MANIFEST,
     CheckpointError,
     CheckpointStore,
+    read_loop_state,
     save_replay,
     verify,
+    write_loop_state,
 )
 
 # --- the checkpoint store --------------------------------------------------------------
@@ -228,6 +231,30 @@ def test_cartpole_state_round_trip_continues_the_episode():
         assert x.step_type == y.step_type and x.discount == y.discount
 
 
+def test_env_states_come_back_only_under_the_stack_that_pickled_them(tmp_path: Path, caplog):
+    """A gymnasium upgrade between sessions must not restore 1.3's wrappers into 1.4."""
+    env = envs.load_gymnasium(seed=5)
+    env.reset()
+    variables, windows = tf.train.Checkpoint(v=tf.Variable(3)), tf.train.Checkpoint()
+    directory = tmp_path / "run" / "checkpoints" / "ckpt-000000000100"
+    (directory / "tf").mkdir(parents=True)
+    write_loop_state(directory, variables, windows, [env.get_state()], None, {"steps": 100})
+    assert read_loop_state(directory, variables, windows)[2] == [env.get_state()]
+
+    recorded = json.loads((directory / ENV_VERSIONS).read_text())
+    (directory / ENV_VERSIONS).write_text(json.dumps({**recorded, "gymnasium": "0.1.0"}))
+    loop, _, env_states = read_loop_state(directory, variables, windows)
+    assert env_states is None and loop == {"steps": 100}
+    assert "gymnasium 0.1.0 -> " in caplog.text and "new episodes start" in caplog.text
+
+    # Checkpoints written before the versions were recorded fall back on run.json's.
+    (directory / ENV_VERSIONS).unlink()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"versions": recorded}))
+    assert read_loop_state(directory, variables, windows)[2] == [env.get_state()]
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"versions": {}}))
+    assert read_loop_state(directory, variables, windows)[2] is None
+
+
 # --- one process per run directory -----------------------------------------------------
 
 
@@ -242,7 +269,7 @@ def test_lock_refuses_a_second_holder_and_frees_when_its_process_dies(tmp_path: 
         [
             sys.executable,
             "-c",
-            "import sys, time; from pipeline import rundir; "
+            "import sys, time; from pipeline.run import rundir; "
             f"lock = rundir.RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); "
             "time.sleep(60)",
         ],
