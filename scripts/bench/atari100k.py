@@ -44,7 +44,7 @@ from pipeline import report  # noqa: E402
 from pipeline.analysis.report import stats  # noqa: E402
 from pipeline.analysis.runs import load_run  # noqa: E402
 from pipeline.run.checkpoints import CheckpointStore  # noqa: E402
-from pipeline.run.files import holds_run  # noqa: E402
+from pipeline.run.files import holds_run, parse_config_str  # noqa: E402
 from pipeline.run.preemption import EXIT_PREEMPTED  # noqa: E402
 from pipeline.sweep.grid import SweepError, parse_seeds  # noqa: E402
 
@@ -174,8 +174,8 @@ def archive_seed(result: dict, archive: Path) -> None:
 
 
 def config_without_seed(run_dir: Path) -> str:
-    lines = (run_dir / "config.gin").read_text().splitlines()
-    return "\n".join(line for line in lines if not line.startswith("train.seed ="))
+    config = parse_config_str((run_dir / "config.gin").read_text())
+    return json.dumps({k: v for k, v in config.items() if k != "train.seed"}, sort_keys=True)
 
 
 def check_one_config(results: list[dict]) -> None:
@@ -281,7 +281,7 @@ def train_seeds(args: argparse.Namespace, out: Path, forwarder: Forwarder) -> in
         if forwarder.stopped:
             return EXIT_PREEMPTED
         run_dir = seed_dir(seed, out, args.archive)
-        if seed_result(seed, run_dir)["archived"]:
+        if (run_dir / ARCHIVE_INFO).is_file():
             print(f"seed {seed}: finished earlier, archived in {run_dir}")
             continue
         command = train_command(args.gin_file, args.gin_bindings, seed, run_dir)
