@@ -162,8 +162,8 @@ def seed_result(seed: int, run_dir: Path) -> dict:
 def archive_seed(result: dict, archive: Path) -> None:
     """Copies a finished seed's record out of runs/, which does not outlive the machine."""
     source, target = Path(result["run_dir"]), archive / f"s{result['seed']}"
-    if result["archived"] or not result["finished"]:
-        return
+    if result["archived"] or not result["finished"] or (target / ARCHIVE_INFO).is_file():
+        return  # a record, once written, is what the seed scored: later reports keep it
     target.mkdir(parents=True, exist_ok=True)
     for name in ARCHIVED_FILES:
         if (source / name).is_file():

@@ -81,6 +81,10 @@ def test_finished_seeds_outlive_their_run_directories_in_the_archive(tmp_path: P
     before = atari100k.write_report(bench_args([0, 1, 2], archive), out)
     assert sorted(p.name for p in archive.iterdir()) == ["s0", "s1"]
     assert (archive / "s0" / "checkpoints").exists() is False
+    record = archive / "s0" / "bench.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "archived": "earlier"}))
+    atari100k.write_report(bench_args([0, 1, 2], archive), out)  # the runs are still there
+    assert json.loads(record.read_text())["archived"] == "earlier"  # not written again
 
     for seed in range(3):
         shutil.rmtree(out / f"s{seed}")
