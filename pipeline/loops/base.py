@@ -2,9 +2,8 @@
 
 A subclass builds its agent and data path and implements one `_iteration` (collect and
 train); `TrainingLoop.run` schedules evaluations and checkpoints around it, resumes from the
-newest checkpoint, and stops cleanly on a signal. The DQN family
-(`pipeline.loops.off_policy`) and the on-policy agents (`pipeline.loops.on_policy`) are both
-this loop.
+newest checkpoint, and stops cleanly on a signal. The DQN family (`pipeline.loops.off_policy`)
+and the on-policy agents (`pipeline.loops.on_policy`) are both this loop.
 """
 
 from __future__ import annotations
@@ -71,9 +70,10 @@ class TrainingLoop:
             "evaluated_at": None,
             "last_eval": {},
             "loss": None,
-            # Seconds this run has trained, over its sessions, up to the newest checkpoint (in
-            # its loop.json; not in metrics.jsonl, which a resume reproduces byte for byte).
+            # Seconds trained (all sessions, to the newest checkpoint) and each evaluation's, by
+            # env steps: in loop.json, not in metrics.jsonl, which a resume reproduces exactly.
             "wall_s": 0.0,
+            "eval_s": {},
         }
         self._session_start = time.monotonic()
 
@@ -150,6 +150,7 @@ class TrainingLoop:
     def _evaluate(self, log: MetricsLog, env_steps: int, stop: PreemptionFlag) -> dict | None:
         """Evaluates, logs and records the metrics.jsonl row it returns; None if a signal cut
         it short (it runs again after the resume)."""
+        started = time.monotonic()
         episodes = self.evaluator.run(
             self.eval_policy_at(env_steps),
             should_stop=lambda: stop.requested,
@@ -157,6 +158,8 @@ class TrainingLoop:
         )
         if episodes is None:
             return None
+        seconds = time.monotonic() - started
+        self._loop.setdefault("eval_s", {})[str(env_steps)] = seconds
         stats = episodes.summary()
         mean, std = stats["eval_return_mean"], stats["eval_return_std"]
         log.scalars(
@@ -168,9 +171,9 @@ class TrainingLoop:
             },
             env_steps,
         )
-        count = stats["eval_episodes"]
         logging.info(
-            f"eval at {env_steps:,} env steps: return {mean:.1f} +- {std:.1f} over {count} episodes"
+            f"eval at {env_steps:,} env steps: return {mean:.1f} +- {std:.1f} over "
+            f"{stats['eval_episodes']} episodes ({seconds:.0f} s)"
         )
         self._loop["last_eval"] = stats
         self._loop["evaluated_at"] = env_steps

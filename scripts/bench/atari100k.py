@@ -7,8 +7,8 @@ command again continues unfinished seeds where they stopped (across sessions too
 reports finished ones. Ctrl-C or SIGTERM goes to the running seed, which checkpoints; this
 script then writes the report so far and exits 75.
 
-A finished seed's record (its run.json, config.gin and metrics.jsonl, and the wall time it
-trained: a few KB, no checkpoints) is copied to `data/results/atari100k/<OUT name>/sS`, where
+A finished seed's record (its run.json, config.gin and metrics.jsonl, and the wall times it
+trained and evaluated: a few KB, no checkpoints) is copied to `data/results/atari100k/<OUT name>/sS`, where
 git carries it: a seed whose run directory is gone (a new machine, a new session) but whose
 record is there counts as finished and is not trained again. Every seed in a report must have
 run one config (config.gin without `train.seed`): a report that would mix two stops with
@@ -17,7 +17,8 @@ exit 2 and names the seeds.
 Writes `OUT/report.md` and `OUT/report.json`: each seed's final score (the mean of the last
 evaluation's games, 100 in drq_breakout.gin), the IQM over seeds with its stratified-bootstrap
 95% CI (rliable), the median and mean, the wall time each seed trained (over all its
-sessions, from its checkpoints), and the published Atari-100k figures beside them; and
+sessions, from its checkpoints) and how much of it went to evaluations (the final one
+apart), and the published Atari-100k figures beside them; and
 `OUT/curve/learning_curves.png` drawn by `pipeline.report`.
 
     .venv/bin/python scripts/bench/atari100k.py --gin_file=drq_breakout.gin --seeds=0-4
@@ -113,16 +114,18 @@ def run_seed(command: list[str], log_path: Path, forwarder: Forwarder) -> int:
     return code
 
 
-def wall_seconds(run_dir: Path) -> float | None:
-    """Seconds the run trained, over its sessions, as its newest checkpoint (or, for an
-    archived seed, its record) says."""
+def timings(run_dir: Path) -> dict:
+    """Seconds the run trained, over its sessions, and each evaluation's seconds by env steps
+    (`eval_s`, empty where the run predates them), as its newest checkpoint (or, for an
+    archived seed, its record) says; `wall_s` None where neither exists yet."""
     if (run_dir / ARCHIVE_INFO).is_file():
-        return json.loads((run_dir / ARCHIVE_INFO).read_text())["wall_s"]
+        info = json.loads((run_dir / ARCHIVE_INFO).read_text())
+        return {"wall_s": info["wall_s"], "eval_s": info.get("eval_s", {})}
     complete = CheckpointStore(run_dir / "checkpoints", keep=1).complete()
     if not complete:
-        return None
+        return {"wall_s": None, "eval_s": {}}
     loop = json.loads((complete[0][1] / "loop.json").read_text())
-    return loop.get("wall_s")
+    return {"wall_s": loop.get("wall_s"), "eval_s": loop.get("eval_s", {})}
 
 
 def seed_dir(seed: int, out: Path, archive: Path | None) -> Path:
@@ -154,7 +157,7 @@ def seed_result(seed: int, run_dir: Path) -> dict:
         "final_score": final["eval_return_mean"] if final else None,
         "final_games": final["eval_episodes"] if final else None,
         "final_score_std": final["eval_return_std"] if final else None,
-        "wall_s": wall_seconds(run_dir),
+        **timings(run_dir),
         "curve": [[r["env_steps"], r["eval_return_mean"]] for r in rows],
     }
 
@@ -169,7 +172,12 @@ def archive_seed(result: dict, archive: Path) -> None:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    info = {"wall_s": result["wall_s"], "archived": stamp, "from": str(source)}
+    info = {
+        "wall_s": result["wall_s"],
+        "eval_s": result["eval_s"],
+        "archived": stamp,
+        "from": str(source),
+    }
     (target / ARCHIVE_INFO).write_text(json.dumps(info, indent=1) + "\n")
 
 
@@ -212,6 +220,16 @@ def summarize(results: list[dict], reps: int) -> dict:
     }
 
 
+def evaluating(result: dict) -> str:
+    """Minutes the seed spent in all its evaluations, and in the final one (the score's)."""
+    eval_s = result["eval_s"]
+    if not eval_s:
+        return "-"
+    final = eval_s.get(str(result["env_steps"])) if result["finished"] else None
+    text = f"{sum(eval_s.values()) / 60:.1f} min"
+    return text + (f" ({final / 60:.1f} min)" if final is not None else "")
+
+
 def markdown(gin_file: str, bindings: list[str], results: list[dict], summary: dict) -> str:
     command = f"scripts/bench/atari100k.py --gin_file={gin_file} --seeds=" + ",".join(
         str(r["seed"]) for r in results
@@ -224,8 +242,11 @@ def markdown(gin_file: str, bindings: list[str], results: list[dict], summary: d
         "Score: the mean true game score of the final evaluation (whole games, epsilon as in "
         "the gin file). IQM and its 95% CI: rliable, stratified bootstrap over seeds.",
         "",
-        "| seed | env steps | final score | games | wall time |",
-        "|---|---|---|---|---|",
+        "Wall time: the seed's, over its sessions; of which evaluating: all its evaluations, "
+        'and the final one alone ("-": a run from before evaluations were timed).',
+        "",
+        "| seed | env steps | final score | games | wall time | of which evaluating (final) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         score = f"{r['final_score']:.1f} +- {r['final_score_std']:.1f}" if r["finished"] else "-"
@@ -233,7 +254,7 @@ def markdown(gin_file: str, bindings: list[str], results: list[dict], summary: d
         status = "" if r["finished"] else " (unfinished)"
         lines.append(
             f"| {r['seed']} | {r['env_steps']:,}{status} | {score} | {r['final_games'] or '-'} "
-            f"| {wall} |"
+            f"| {wall} | {evaluating(r)} |"
         )
     lines.append("")
     if summary.get("seeds_finished"):

@@ -20,7 +20,12 @@ spec.loader.exec_module(atari100k)
 
 
 def fake_run(
-    run_dir: Path, seed: int, curve: list[tuple[int, float]], wall_s: float, lr: float = 1e-4
+    run_dir: Path,
+    seed: int,
+    curve: list[tuple[int, float]],
+    wall_s: float,
+    lr: float = 1e-4,
+    eval_s: dict[str, float] | None = None,
 ) -> None:
     """A run directory as pipeline.train leaves it: config, metrics rows, a checkpoint."""
     run_dir.mkdir(parents=True)
@@ -37,14 +42,22 @@ def fake_run(
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     store = CheckpointStore(run_dir / "checkpoints", keep=2)
     last = curve[-1][0]
-    store.save(last, lambda d: rundir.write_json(d / "loop.json", {"wall_s": wall_s}))
+    loop = {"wall_s": wall_s} if eval_s is None else {"wall_s": wall_s, "eval_s": eval_s}
+    store.save(last, lambda d: rundir.write_json(d / "loop.json", loop))
 
 
 def test_report_counts_finished_seeds_and_their_wall_times(tmp_path: Path, capsys):
     scores = [12.0, 18.0, 15.0, 25.0]
+    timed = {"20000": 60.0, "100000": 300.0}  # seconds each evaluation took
     for seed, score in enumerate(scores):
-        fake_run(tmp_path / f"s{seed}", seed, [(20_000, 2.0), (100_000, score)], 2_400.0 + seed)
-    fake_run(tmp_path / "s4", 4, [(20_000, 3.0), (40_000, 5.0)], 900.0)  # cut off mid-way
+        fake_run(
+            tmp_path / f"s{seed}", seed, [(20_000, 2.0), (100_000, score)], 2_400.0 + seed,
+            eval_s=timed if seed == 0 else None,  # seeds 1-3: runs from before the timing
+        )  # fmt: skip
+    fake_run(  # cut off mid-way
+        tmp_path / "s4", 4, [(20_000, 3.0), (40_000, 5.0)], 900.0,
+        eval_s={"20000": 30.0, "40000": 42.0},
+    )  # fmt: skip
     args = bench_args([0, 1, 2, 3, 4], archive=None)
     summary = atari100k.write_report(args, tmp_path)
     assert summary["seeds_finished"] == 4
@@ -58,8 +71,9 @@ def test_report_counts_finished_seeds_and_their_wall_times(tmp_path: Path, capsy
     unfinished = report["seeds"][4]
     assert not unfinished["finished"] and unfinished["env_steps"] == 40_000
     markdown = (tmp_path / "report.md").read_text()
-    assert "| 4 | 40,000 (unfinished) | - |" in markdown
-    assert "| 0 | 100,000 | 12.0 +- 1.0 | 100 | 40.0 min |" in markdown
+    assert "| 4 | 40,000 (unfinished) | - | - | 15.0 min | 1.2 min |" in markdown
+    assert "| 0 | 100,000 | 12.0 +- 1.0 | 100 | 40.0 min | 6.0 min (5.0 min) |" in markdown
+    assert "| 1 | 100,000 | 18.0 +- 1.0 | 100 | 40.0 min | - |" in markdown
     assert "DrQ(eps) | 16.4" in markdown
     assert (tmp_path / "curve" / "learning_curves.png").stat().st_size > 0
     capsys.readouterr()
@@ -76,7 +90,10 @@ def test_finished_seeds_outlive_their_run_directories_in_the_archive(tmp_path: P
     the bench trains only the seeds that have none."""
     out, archive = tmp_path / "runs", tmp_path / "archive"
     for seed, score in enumerate([12.0, 18.0]):
-        fake_run(out / f"s{seed}", seed, [(20_000, 2.0), (100_000, score)], 2_400.0 + seed)
+        fake_run(
+            out / f"s{seed}", seed, [(20_000, 2.0), (100_000, score)], 2_400.0 + seed,
+            eval_s={"20000": 60.0, "100000": 300.0},
+        )  # fmt: skip
     fake_run(out / "s2", 2, [(20_000, 3.0)], 500.0)  # unfinished: nothing to keep yet
     before = atari100k.write_report(bench_args([0, 1, 2], archive), out)
     assert sorted(p.name for p in archive.iterdir()) == ["s0", "s1"]
@@ -93,6 +110,7 @@ def test_finished_seeds_outlive_their_run_directories_in_the_archive(tmp_path: P
     report = json.loads((out / "report.json").read_text())
     assert [s["archived"] for s in report["seeds"]] == [True, True]
     assert report["seeds"][1]["run_dir"] == str(archive / "s1")
+    assert report["seeds"][1]["eval_s"] == {"20000": 60.0, "100000": 300.0}  # kept too
     # Every seed archived: nothing is trained (training would fail on these fake records).
     forwarder = atari100k.Forwarder()
     assert atari100k.train_seeds(bench_args([0, 1], archive), out, forwarder) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gin
@@ -165,3 +166,29 @@ def test_games_stepped_in_a_second_process_are_the_same_games(tmp_path: Path):
     np.testing.assert_array_equal(results[0].returns, results[1].returns)
     np.testing.assert_array_equal(results[0].lengths, results[1].lengths)
     assert results[0].returns.max() > 0  # games where the tracker scores
+
+
+def test_each_evaluations_seconds_are_kept_in_the_checkpoints_not_the_metrics(tmp_path: Path):
+    """loop.json holds how long each evaluation took (the bench splits a seed's wall time
+    with it); metrics.jsonl rows stay free of timings, so a resume reproduces them exactly."""
+    root = tmp_path / "run"
+    root.mkdir()
+    run = _cartpole_run(
+        root,
+        "train.total_env_steps=1_000",
+        "train.initial_collect_steps=200",
+        "train.collect_steps_per_iteration=100",
+        "train.train_steps_per_iteration=10",
+        "train.eval_interval=250",
+        "train.eval_episodes=2",
+        "train.checkpoint_interval=500",
+    )
+    rows = run.run()
+    newest_steps, newest = run.checkpoints.complete()[0]
+    assert newest_steps == 1_000
+    eval_s = json.loads((newest / "loop.json").read_text())["eval_s"]
+    assert sorted(eval_s, key=int) == [str(r["env_steps"]) for r in rows]
+    assert all(0 < seconds < 600 for seconds in eval_s.values())
+    wall_s = json.loads((newest / "loop.json").read_text())["wall_s"]
+    assert sum(eval_s.values()) < wall_s
+    assert not any({"eval_s", "wall_s"} & set(row) for row in rows)
