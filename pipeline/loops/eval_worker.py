@@ -35,7 +35,7 @@ class EvalWorker:
         with warnings.catch_warnings():  # Python 3.12+ warns of fork in a threaded process
             warnings.simplefilter("ignore", DeprecationWarning)
             self._process = context.Process(
-                target=_serve, args=(child, envs), name="eval-worker", daemon=True
+                target=_serve, args=(child, envs, self._conn), name="eval-worker", daemon=True
             )
             self._process.start()
         child.close()
@@ -75,7 +75,10 @@ class EvalWorker:
         self._conn.close()
 
 
-def _serve(conn, envs: dict[int, py_environment.PyEnvironment]) -> None:
+def _serve(conn, envs: dict[int, py_environment.PyEnvironment], run_end) -> None:
+    # The fork copied the run's end of the pipe too: while this process holds it, the run's
+    # death never reaches `recv` as EOF and the worker would outlive a killed run.
+    run_end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _single_threaded_opencv()
