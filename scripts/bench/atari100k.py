@@ -8,11 +8,11 @@ reports finished ones. Ctrl-C or SIGTERM goes to the running seed, which checkpo
 script then writes the report so far and exits 75.
 
 A finished seed's record (its run.json, config.gin and metrics.jsonl, and the wall times it
-trained and evaluated: a few KB, no checkpoints) is copied to `data/results/atari100k/<OUT name>/sS`, where
-git carries it: a seed whose run directory is gone (a new machine, a new session) but whose
-record is there counts as finished and is not trained again. Every seed in a report must have
-run one config (config.gin without `train.seed`): a report that would mix two stops with
-exit 2 and names the seeds.
+trained and evaluated: a few KB, no checkpoints) is copied to
+`data/results/atari100k/<OUT name>/sS`, where git carries it: a seed whose run directory is
+gone (a new machine, a new session) but whose record is there counts as finished and is not
+trained again. Every seed in a report must have run one config (config.gin without
+`train.seed`): a report that would mix two stops with exit 2 and names the seeds.
 
 Writes `OUT/report.md` and `OUT/report.json`: each seed's final score (the mean of the last
 evaluation's games, 100 in drq_breakout.gin), the IQM over seeds with its stratified-bootstrap
