@@ -159,7 +159,7 @@ class TrainingLoop:
         if episodes is None:
             return None
         seconds = time.monotonic() - started
-        self._loop.setdefault("eval_s", {})[str(env_steps)] = seconds
+        self._loop["eval_s"][str(env_steps)] = seconds
         stats = episodes.summary()
         mean, std = stats["eval_return_mean"], stats["eval_return_std"]
         log.scalars(
@@ -252,11 +252,8 @@ class TrainingLoop:
         return self._save_extra(directory) or {}
 
     def _read_checkpoint(self, directory: Path) -> None:
-        self._loop, time_step, env_states = read_loop_state(
-            directory,
-            self.tf_state(),
-            self._windows(),
-        )
+        loop, time_step, env_states = read_loop_state(directory, self.tf_state(), self._windows())
+        self._loop = {**self._loop, **loop}  # what an older checkpoint lacks keeps its default
         self._restore_extra(directory)
         self._time_step = self.train_env.reset()  # a fresh episode unless the envs come back
         if env_states is not None:
@@ -281,7 +278,7 @@ class TrainingLoop:
 
         Work lost to a kill after the newest checkpoint is not counted: it is redone.
         """
-        return self._loop.get("wall_s", 0.0) + time.monotonic() - self._session_start
+        return self._loop["wall_s"] + time.monotonic() - self._session_start
 
     def _checkpoint(self, log: MetricsLog) -> None:
         self._loop["wall_s"] = self._wall_s()
