@@ -18,7 +18,11 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 from pipeline import config
-from pipeline.agents.augmentation import AUGMENTATION_SEED_OFFSET, RandomShiftIntensity
+from pipeline.agents.augmentation import (
+    AUGMENTATION_SEED_OFFSET,
+    RandomShiftIntensity,
+    shift_images,
+)
 from pipeline.loops.off_policy import Experiment
 
 
@@ -46,6 +50,17 @@ def test_random_shift_is_an_edge_padded_crop_within_the_pad():
         assert matches, "every output is the input shifted by at most 4 pixels per axis"
         offsets.add(matches[0])
     assert len(offsets) > 20  # offsets are drawn per image
+
+
+@pytest.mark.parametrize("shape", [(81, 12, 10, 3), (81, 7, 9, 1), (81, 6, 6, 4), (81, 5, 8, 2)])
+def test_shift_is_the_padded_crop_at_the_given_offsets_for_any_pixel_size(shape):
+    """The fast path packs a pixel's channels into one element (int32 for 4 uint8 channels,
+    np.void for 3): every offset pair 0..8 x 0..8, corners included, is np.pad's crop."""
+    images = np.random.default_rng(9).integers(0, 256, shape, dtype=np.uint8)
+    offsets = np.array([(dy, dx) for dy in range(9) for dx in range(9)], np.int32)
+    out = shift_images(tf.constant(images), tf.constant(offsets), pad=4).numpy()
+    for image, (dy, dx), got in zip(images, offsets, out, strict=True):
+        np.testing.assert_array_equal(got, shifted(image, dy, dx, 4))
 
 
 def test_intensity_scales_each_image_by_one_factor_within_ten_percent():
