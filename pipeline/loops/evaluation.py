@@ -2,13 +2,17 @@
 
 The policy is the agent's greedy one, wrapped in a little epsilon where the gin file asks
 (`train.eval_epsilon`: the Atari protocols). Each episode starts from a fixed reset seed
-(`eval_episode_seeds`), so evaluations differ only by the weights.
+(`eval_episode_seeds`), so evaluations differ only by the weights. With epsilon-greedy
+evaluation a game whose frame stack has not changed since its greedy action was computed takes
+that action again (`EpsilonGreedyPolicy.action_reusing_greedy`): the same games, with the
+greedy policy run on a third of the rows or fewer where Atari games wait for a serve.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -66,6 +70,9 @@ class Evaluator:
         self._seeds = list(seeds)
         self._processes = processes
         self._worker: EvalWorker | None = None  # forked at the first evaluation that uses it
+        # Greedy actions reused while a game's observation repeats (`_Lockstep.policy_inputs`);
+        # False recomputes every row (for benchmarks).
+        self.reuse_greedy = True
 
     def run(
         self,
@@ -85,8 +92,10 @@ class Evaluator:
         if not 0 < n <= len(self._envs):
             raise ValueError(f"episodes must be in 1..{len(self._envs)}, got {n}")
         envs = self._envs[:n]
-        games = _Lockstep(envs, self._seeds[:n], self._worker_for(observer))
-        if isinstance(policy, CompiledPyPolicy) and observer is None:
+        compiled = isinstance(policy, CompiledPyPolicy)
+        reuse = compiled and policy.reuses_greedy and self.reuse_greedy
+        games = _Lockstep(envs, self._seeds[:n], self._worker_for(observer), reuse)
+        if compiled and observer is None:
             return games.play_in_graph(policy, should_stop)
         if observer is not None:
             for i, env in enumerate(envs):
@@ -97,7 +106,9 @@ class Evaluator:
             if should_stop():
                 return None
             live = np.flatnonzero(games.running)
-            if stateless:  # only the games still running, padded to a power of two
+            if compiled:  # the moves of `play_in_graph`, one call at a time
+                games.take(policy.call(games.policy_inputs(policy), reuse), observer)
+            elif stateless:  # only the games still running, padded to a power of two
                 action_step = policy.action(games.policy_rows(), ())
                 games.advance(np.asarray(action_step.action)[: live.size], observer)
             else:  # a policy with state sees every env, as it was built for
@@ -134,8 +145,15 @@ class _Lockstep:
         envs: Sequence[GymnasiumEnvironment],
         seeds: Sequence[int],
         worker: EvalWorker | None = None,
+        reuse: bool = False,
     ):
+        """`reuse`: a game whose observation is the one its greedy action was computed on
+        takes that action again (`EpsilonGreedyPolicy.action_reusing_greedy`)."""
         self._envs = list(envs)
+        self._reuse = reuse
+        self._greedy: dict[int, Any] = {}  # game -> greedy action, and the observation it saw
+        self._greedy_seen: dict[int, np.ndarray] = {}
+        self._asked: tuple[np.ndarray, np.ndarray] | None = None
         n = len(self._envs)
         self.returns = np.zeros(n, np.float64)
         self.lengths = np.zeros(n, np.int64)
@@ -155,8 +173,42 @@ class _Lockstep:
 
     def policy_rows(self) -> ts.TimeStep:
         """The running games' time steps, stacked and padded by `_padded`."""
+        return self._stacked(_padded(np.flatnonzero(self.running), len(self._envs)))
+
+    def _stacked(self, games: np.ndarray) -> ts.TimeStep:
+        return nest_utils.stack_nested_arrays([self.time_steps[i] for i in games])
+
+    def policy_inputs(self, policy: CompiledPyPolicy) -> list[np.ndarray]:
+        """What `policy.call` takes for the running games (rows padded by `_padded`): their
+        flat time steps; with reuse, those of the rows whose greedy action is not known for
+        their observation, those rows, and every row's known greedy action (0 where not)."""
         rows = _padded(np.flatnonzero(self.running), len(self._envs))
-        return nest_utils.stack_nested_arrays([self.time_steps[i] for i in rows])
+        if not self._reuse:
+            return policy.flat_inputs(self._stacked(rows))
+        live = np.count_nonzero(self.running)
+        fresh = np.array([p for p in range(live) if not self._known(rows[p])], np.int32)
+        reused = np.array([self._greedy.get(game, 0) for game in rows], policy.action_dtype)
+        self._asked = (rows, fresh)
+        inputs = policy.flat_inputs(self._stacked(rows[fresh] if fresh.size else rows[:1]))
+        if not fresh.size:  # every greedy action known: the policy runs on no rows
+            inputs = [value[:0] for value in inputs]
+        return [*inputs, fresh, reused]
+
+    def _known(self, game: int) -> bool:
+        seen = self._greedy_seen.get(game)
+        return seen is not None and np.array_equal(seen, self.time_steps[game].observation)
+
+    def take(self, outputs: Sequence[np.ndarray], observer=None) -> None:
+        """Plays the actions `policy.call(self.policy_inputs(policy))` returned; with reuse,
+        keeps the greedy actions it computed and the observations they are for."""
+        if self._reuse:
+            rows, fresh = self._asked
+            greedy = np.asarray(outputs[1])
+            for row in fresh:
+                game = rows[row]
+                self._greedy[game] = greedy[row]
+                self._greedy_seen[game] = np.array(self.time_steps[game].observation)
+        self.advance(np.asarray(outputs[0])[: np.count_nonzero(self.running)], observer)
 
     def advance(
         self,
@@ -194,23 +246,23 @@ class _Lockstep:
         """The same moves as `Evaluator.run`'s loop, with the policy calls in one TF loop:
         a step then costs no Python dispatch of the policy (about half an evaluation's time
         on CartPole). None if `should_stop()` turned true before the games ended."""
-        first = policy.flat_inputs(self.policy_rows())
+        first = self.policy_inputs(policy)
         empty = [value[:0] for value in first]
         stopped = False
 
-        def step(actions: np.ndarray) -> list[np.ndarray]:
+        def step(*outputs: np.ndarray) -> list[np.ndarray]:
             nonlocal stopped
-            self.advance(np.asarray(actions)[: np.count_nonzero(self.running)])
+            self.take(outputs)
             if not self.running.any():
                 return [np.asarray(True), *empty]
             stopped = should_stop()
             if stopped:
                 return [np.asarray(True), *empty]
-            return [np.asarray(False), *policy.flat_inputs(self.policy_rows())]
+            return [np.asarray(False), *self.policy_inputs(policy)]
 
         if should_stop():
             return None
-        policy.play(first, step)
+        policy.play(first, step, self._reuse)
         return None if stopped else self.stats()
 
 
@@ -221,6 +273,10 @@ class CompiledPyPolicy(py_policy.PyPolicy):
     its `tf.function` (3.7 ms a call in a CartPole run, more than the MLP itself); an
     evaluation calls the policy once per step. One concrete function with a free batch
     dimension runs the same graph for every batch size without that overhead.
+
+    Where the TF policy can reuse greedy actions (`EpsilonGreedyPolicy.reuses_greedy`: the
+    Atari evaluations), `reuses_greedy` is true and `call` takes `[*time step of the rows to
+    compute, their rows, every row's known greedy action]` (`_Lockstep.policy_inputs`).
     """
 
     def __init__(self, policy: tf_policy.TFPolicy):
@@ -234,28 +290,74 @@ class CompiledPyPolicy(py_policy.PyPolicy):
             lambda spec: tf.TensorSpec([None, *spec.shape], spec.dtype, spec.name),
             policy.time_step_spec,
         )
-
-        def action(*flat: tf.Tensor):
-            return policy.action(tf.nest.pack_sequence_as(specs, list(flat))).action
-
         flat_specs = tf.nest.flatten(specs)
-        self._action_fn = tf.function(action, autograph=False).get_concrete_function(*flat_specs)
         self._dtypes = [spec.dtype.as_numpy_dtype for spec in flat_specs]
 
+        def action(*flat: tf.Tensor):
+            return (policy.action(tf.nest.pack_sequence_as(specs, list(flat))).action,)
+
+        self._action_fn = _concrete(action, flat_specs)
+        self.reuses_greedy = bool(getattr(policy, "reuses_greedy", False)) and (
+            len(tf.nest.flatten(policy.time_step_spec.observation)) == 1
+        )
+        self._loops = {False: (self._action_fn, flat_specs)}
+        if self.reuses_greedy:
+            self.action_dtype = tf.nest.flatten(policy.action_spec)[0].dtype.as_numpy_dtype
+            reuse_specs = [
+                *flat_specs,
+                tf.TensorSpec([None], tf.int32, "rows"),
+                tf.TensorSpec([None], tf.nest.flatten(policy.action_spec)[0].dtype, "reused"),
+            ]
+
+            def reusing(*inputs: tf.Tensor):
+                *flat, rows, reused = inputs
+                time_step = tf.nest.pack_sequence_as(specs, flat)
+                return policy.action_reusing_greedy(time_step, rows, reused)
+
+            self._loops[True] = (_concrete(reusing, reuse_specs), reuse_specs)
+        self._play_fns: dict[bool, Callable] = {}
+        self._step: Callable[..., list[np.ndarray]] | None = None
+
+    def flat_inputs(self, time_step: ts.TimeStep) -> list[np.ndarray]:
+        return [
+            np.asarray(value, dtype)
+            for value, dtype in zip(tf.nest.flatten(time_step), self._dtypes, strict=True)
+        ]
+
+    def call(self, inputs: list[np.ndarray], reuse: bool = False) -> list[np.ndarray]:
+        """The policy on `inputs`: `[actions]`, or with `reuse` `[actions, greedy actions]`."""
+        return [np.asarray(value) for value in self._loops[reuse][0](*inputs)]
+
+    def play(self, first: list[np.ndarray], step: Callable[..., list], reuse: bool = False) -> None:
+        """Calls the policy on `first`, then on each list `step(*outputs of call)` returns,
+        inside one graph loop; `step` returns `[done, *next inputs]`; the loop ends when
+        done."""
+        if reuse not in self._play_fns:
+            self._play_fns[reuse] = _concrete(
+                self._graph_loop(*self._loops[reuse]), self._loops[reuse][1]
+            )
+        self._step = step
+        try:
+            self._play_fns[reuse](*first)
+        finally:
+            self._step = None
+
+    def _graph_loop(self, fn: Callable, specs: list[tf.TensorSpec]) -> Callable:
         def play(*first: tf.Tensor) -> tf.Tensor:
             """Policy, then `self._step` (Python), until `_step` says the games are over."""
 
-            def body(done, *flat):
-                actions = self._action_fn(*flat)
+            def body(done, *inputs):
                 out = tf.numpy_function(
-                    lambda a: self._step(a), [actions], [tf.bool, *[s.dtype for s in flat_specs]]
+                    lambda *outputs: self._step(*outputs),
+                    list(fn(*inputs)),
+                    [tf.bool, *[spec.dtype for spec in specs]],
                 )
                 out[0].set_shape([])
-                for value, spec in zip(out[1:], flat_specs, strict=True):
+                for value, spec in zip(out[1:], specs, strict=True):
                     value.set_shape(spec.shape)
                 return tuple(out)
 
-            invariants = (tf.TensorShape([]), *[spec.shape for spec in flat_specs])
+            invariants = (tf.TensorShape([]), *[spec.shape for spec in specs])
             return tf.while_loop(
                 lambda done, *_: tf.logical_not(done),
                 body,
@@ -264,27 +366,15 @@ class CompiledPyPolicy(py_policy.PyPolicy):
                 parallel_iterations=1,
             )[0]
 
-        self._play_fn = tf.function(play, autograph=False).get_concrete_function(*flat_specs)
-        self._step: Callable[[np.ndarray], list[np.ndarray]] | None = None
-
-    def flat_inputs(self, time_step: ts.TimeStep) -> list[np.ndarray]:
-        return [
-            np.asarray(value, dtype)
-            for value, dtype in zip(tf.nest.flatten(time_step), self._dtypes, strict=True)
-        ]
-
-    def play(self, first: list[np.ndarray], step: Callable[[np.ndarray], list]) -> None:
-        """Calls the policy on `first`, then on each list `step(actions)` returns, inside one
-        graph loop; `step` returns `[done, *next inputs]` and the loop ends when done."""
-        self._step = step
-        try:
-            self._play_fn(*first)
-        finally:
-            self._step = None
+        return play
 
     def _action(self, time_step, policy_state):
-        action = tf.nest.map_structure(np.asarray, self._action_fn(*self.flat_inputs(time_step)))
+        action = tf.nest.map_structure(np.asarray, self._action_fn(*self.flat_inputs(time_step))[0])
         return policy_step.PolicyStep(action, policy_state, ())
+
+
+def _concrete(fn: Callable, specs: list[tf.TensorSpec]):
+    return tf.function(fn, autograph=False).get_concrete_function(*specs)
 
 
 def is_stateless(policy: tf_policy.TFPolicy) -> bool:

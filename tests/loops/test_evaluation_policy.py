@@ -8,7 +8,9 @@ from pathlib import Path
 import gin
 import numpy as np
 import tensorflow as tf
-from tf_agents.policies import py_tf_eager_policy
+from tf_agents.policies import py_tf_eager_policy, tf_policy
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 
 from pipeline import config
@@ -192,3 +194,64 @@ def test_each_evaluations_seconds_are_kept_in_the_checkpoints_not_the_metrics(tm
     wall_s = json.loads((newest / "loop.json").read_text())["wall_s"]
     assert sum(eval_s.values()) < wall_s
     assert not any({"eval_s", "wall_s"} & set(row) for row in rows)
+
+
+class _CountingGreedy(tf_policy.TFPolicy):
+    """A deterministic greedy policy for Breakout that counts the rows it is run on: LEFT
+    where the newest frame's pixel sum is odd, else NOOP (it never serves, as a stalled
+    trained agent, so its observations repeat until an epsilon draw moves something)."""
+
+    def __init__(self, time_step_spec, action_spec):
+        super().__init__(time_step_spec, action_spec)
+        self.rows = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def _action(self, time_step, policy_state, seed):
+        newest = tf.cast(time_step.observation[..., -1], tf.int64)
+        odd = tf.math.floormod(tf.reduce_sum(newest, axis=[1, 2]), 2) == 1
+        action = tf.where(odd, tf.constant(3, tf.int64), tf.constant(0, tf.int64))
+        with tf.control_dependencies([self.rows.assign_add(tf.size(action, tf.int64))]):
+            action = tf.identity(tf.cast(action, self.action_spec.dtype))
+        return policy_step.PolicyStep(action, policy_state, ())
+
+
+def test_greedy_actions_are_reused_while_a_games_observation_repeats():
+    """With epsilon-greedy evaluation (the Atari files), a game whose frame stack is the one
+    its greedy action was computed on takes that action again instead of a new policy call:
+    the same games (same random draws, greedy actions recomputed or not), in the graph loop,
+    the Python loop and two processes, and far fewer rows through the greedy policy."""
+    import envs
+    from pipeline.loops.evaluation import Evaluator
+
+    frames = dict(seed=None, training=False, max_episode_frames=2_000)
+    probe = envs.load_atari(**frames)
+    specs = (
+        tensor_spec.from_spec(probe.time_step_spec()),
+        tensor_spec.from_spec(probe.action_spec()),
+    )
+    probe.close()
+    greedy = _CountingGreedy(*specs)
+    rng = tf.random.Generator.from_seed(3)
+    policy = CompiledPyPolicy(EpsilonGreedyPolicy(greedy, 0.05, rng, "eval"))
+    assert policy.reuses_greedy
+    seeds = [41, 42, 43, 44, 45]
+    results, rows = {}, {}
+    for reuse, processes, filmed in [
+        (False, 1, False), (True, 1, False), (True, 1, True), (True, 2, False),
+    ]:  # fmt: skip
+        evaluator = Evaluator([envs.load_atari(**frames) for _ in seeds], seeds, processes)
+        evaluator.reuse_greedy = reuse
+        rng.reset_from_seed(3)
+        greedy.rows.assign(0)
+        observer = (lambda i, env: None) if filmed else None
+        results[reuse, processes, filmed] = evaluator.run(policy, observer=observer)
+        rows[reuse, processes, filmed] = int(greedy.rows.numpy())
+        evaluator.close()
+    expected = results[False, 1, False]
+    assert expected.lengths.sum() > 2_000 and len(set(expected.returns.tolist())) >= 1
+    for key, got in results.items():
+        np.testing.assert_array_equal(got.returns, expected.returns, err_msg=str(key))
+        np.testing.assert_array_equal(got.lengths, expected.lengths, err_msg=str(key))
+    recomputed = rows[False, 1, False]
+    assert recomputed >= expected.lengths.sum()  # every running game, every step (padded)
+    for key in [(True, 1, False), (True, 1, True), (True, 2, False)]:
+        assert 0 < rows[key] < 0.5 * recomputed, (key, rows[key], recomputed)
