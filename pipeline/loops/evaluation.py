@@ -152,8 +152,8 @@ class _Lockstep:
         takes that action again (`EpsilonGreedyPolicy.action_reusing_greedy`)."""
         self._envs = list(envs)
         self._reuse = reuse
-        self._greedy: dict[int, Any] = {}  # game -> its last greedy action computed
-        self._greedy_seen: dict[int, np.ndarray] = {}  # game -> the observation it was for
+        # game -> its last computed greedy action and the observation it was computed on
+        self._greedy: dict[int, tuple[Any, np.ndarray]] = {}
         self._asked: tuple[np.ndarray, np.ndarray] | None = None
         n = len(self._envs)
         self.returns = np.zeros(n, np.float64)
@@ -188,7 +188,10 @@ class _Lockstep:
             return policy.flat_inputs(self._stacked(rows))
         live = np.count_nonzero(self.running)
         fresh = np.array([p for p in range(live) if not self._known(rows[p])], np.int32)
-        reused = np.array([self._greedy.get(game, 0) for game in rows], policy.action_dtype)
+        reused = np.array(
+            [self._greedy[game][0] if game in self._greedy else 0 for game in rows],
+            policy.action_dtype,
+        )
         self._asked = (rows, fresh)
         inputs = policy.flat_inputs(self._stacked(rows[fresh] if fresh.size else rows[:1]))
         if not fresh.size:  # every greedy action known: the policy runs on no rows
@@ -196,8 +199,8 @@ class _Lockstep:
         return [*inputs, fresh, reused]
 
     def _known(self, game: int) -> bool:
-        seen = self._greedy_seen.get(game)
-        return seen is not None and np.array_equal(seen, self.time_steps[game].observation)
+        known = self._greedy.get(game)
+        return known is not None and np.array_equal(known[1], self.time_steps[game].observation)
 
     def take(self, outputs: Sequence[np.ndarray], observer=None) -> None:
         """Plays the actions `policy.call(self.policy_inputs(policy))` returned; with reuse,
@@ -207,8 +210,7 @@ class _Lockstep:
             greedy = np.asarray(outputs[1])
             for row in fresh:
                 game = rows[row]
-                self._greedy[game] = greedy[row]
-                self._greedy_seen[game] = np.array(self.time_steps[game].observation)
+                self._greedy[game] = (greedy[row], np.array(self.time_steps[game].observation))
         self.advance(np.asarray(outputs[0])[: np.count_nonzero(self.running)], observer)
 
     def advance(

@@ -17,7 +17,10 @@ With `--atari`, the question is the env step instead: drq_breakout.gin's evaluat
 (its untrained network at epsilon 0.001, so games stall as a trained agent's do after a lost
 life) plays `--episodes` Breakout games capped at `--max_episode_frames`, in one process and
 with the odd-numbered games in a second one (`train.eval_processes = 2`), alternately; checks
-the games are the same and prints env steps/s for each and the ratio two : one.
+the games are the same and prints env steps/s for each and the ratio two : one; and, in the
+same rounds, two processes with every greedy action recomputed (`Evaluator.reuse_greedy =
+False`): reuse : no reuse. The untrained network never serves, so its frame stacks repeat
+more often than a trained agent's (80% of steps on seed 1's 100k checkpoint).
 
     .venv/bin/python scripts/bench/eval_throughput.py [--episodes=20] [--rounds=5]
     .venv/bin/python scripts/bench/eval_throughput.py --atari [--episodes=20 --rounds=3]
@@ -74,6 +77,9 @@ def atari_processes(args: argparse.Namespace) -> None:
         )
         for n in (1, 2)
     }
+    # Two processes, every greedy action recomputed (no reuse while a frame stack repeats).
+    evaluators["2, no reuse"] = Evaluator([envs.load_atari(**cap) for _ in seeds], seeds, 2)
+    evaluators["2, no reuse"].reuse_greedy = False
 
     def play(evaluator: Evaluator):
         return evaluator.run(run.eval_policy_at(0))  # the same noise draws every time
@@ -100,8 +106,9 @@ def atari_processes(args: argparse.Namespace) -> None:
     )
     for name, value in rate.items():
         print(f"{name:12s} {value:10,.0f} env steps/s  ({statistics.median(times[name]):.2f} s)")
-    one, two = rate.values()
+    one, two, no_reuse = rate.values()
     print(f"two : one process {two / one:.2f}")
+    print(f"reuse : no reuse (two processes) {two / no_reuse:.2f}")
     for evaluator in evaluators.values():
         evaluator.close()
 
