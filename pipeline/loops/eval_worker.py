@@ -11,6 +11,10 @@ Forked, not spawned, so the child has the envs exactly as the run built them (gi
 and all) without importing or configuring anything. The child touches no TensorFlow (which is
 not fork-safe), only the envs. It ignores SIGINT and SIGTERM (the run stops it) and exits when
 the run's end of the pipe closes, a killed run included.
+
+A game can move between the processes mid-evaluation (`adopt`, `release`: the env's exact
+`get_state`, as a checkpoint holds it), so the evaluator keeps the running games split evenly
+as games end (see `_Lockstep`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tf_agents.environments import py_environment
@@ -27,9 +31,17 @@ STOP_TIMEOUT_S = 10.0
 
 
 class EvalWorker:
-    """A child process that seeds, resets and steps `envs` (index -> env) on request."""
+    """A child process that seeds, resets and steps `envs` (index -> env) on request.
 
-    def __init__(self, envs: dict[int, py_environment.PyEnvironment]):
+    `indices`: the games it plays from their reset (default: all of `envs`); the others it
+    holds only to `adopt` mid-game.
+    """
+
+    def __init__(
+        self,
+        envs: dict[int, py_environment.PyEnvironment],
+        indices: Iterable[int] | None = None,
+    ):
         context = multiprocessing.get_context("fork")
         self._conn, child = context.Pipe()
         with warnings.catch_warnings():  # Python 3.12+ warns of fork in a threaded process
@@ -39,7 +51,9 @@ class EvalWorker:
             )
             self._process.start()
         child.close()
-        self.indices = frozenset(envs)
+        self.indices = frozenset(envs if indices is None else indices)
+        if not self.indices <= envs.keys():
+            raise ValueError(f"indices {sorted(self.indices - envs.keys())} have no env")
 
     def reset(self, seeds: Sequence[tuple[int, int]]) -> None:
         """Starts resetting env i with seed s for each (i, s); `receive` gives the steps."""
@@ -49,8 +63,21 @@ class EvalWorker:
         """Starts stepping env i with action a for each (i, a); `receive` gives the steps."""
         self._conn.send(("step", list(actions)))
 
+    def adopt(self, states: Sequence[tuple[int, bytes]]) -> None:
+        """Env i continues from `states` (i's `get_state()` in the run's process) here."""
+        self._conn.send(("adopt", list(states)))
+        self._reply()
+
+    def release(self, indices: Sequence[int]) -> list[tuple[int, bytes]]:
+        """The (index, `get_state()`) pairs of `indices`, for the run's process to continue."""
+        self._conn.send(("release", list(indices)))
+        return self._reply()
+
     def receive(self) -> list[tuple[int, Any]]:
         """The (index, time step) pairs of the last `reset` or `step`."""
+        return self._reply()
+
+    def _reply(self) -> Any:
         try:
             reply = self._conn.recv()
         except EOFError:
@@ -92,7 +119,11 @@ def _serve(conn, envs: dict[int, py_environment.PyEnvironment], run_end) -> None
                 env.close()
             return
         try:
-            if command == "reset":
+            if command == "adopt":
+                reply = [envs[i].set_state(state) for i, state in payload]
+            elif command == "release":
+                reply = [(i, envs[i].get_state()) for i in payload]
+            elif command == "reset":
                 reply = [(i, _reset(envs[i], seed)) for i, seed in payload]
             else:
                 reply = [(i, envs[i].step(action)) for i, action in payload]

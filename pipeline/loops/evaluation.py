@@ -125,7 +125,9 @@ class Evaluator:
         if self._processes == 1 or observer is not None or len(self._envs) < 2:
             return None
         if self._worker is None:
-            self._worker = EvalWorker({i: self._envs[i] for i in range(1, len(self._envs), 2)})
+            self._worker = EvalWorker(
+                dict(enumerate(self._envs)), indices=range(1, len(self._envs), 2)
+            )
         return self._worker
 
     def close(self) -> None:
@@ -160,7 +162,9 @@ class _Lockstep:
         self.lengths = np.zeros(n, np.int64)
         self.running = np.ones(n, bool)
         self._worker = worker
-        self._remote = frozenset(i for i in worker.indices if i < n) if worker else frozenset()
+        self._remote = {i for i in worker.indices if i < n} if worker else set()
+        self._unmovable: set[int] = set()  # games whose env cannot say its state
+        self._balanced_for = n  # running games when the split was last evened out
         if self._remote:
             worker.reset([(i, seeds[i]) for i in sorted(self._remote)])
         self.time_steps: list = [None] * n
@@ -222,6 +226,9 @@ class _Lockstep:
         live = np.flatnonzero(self.running)
         chosen = np.zeros(len(self._envs), np.int64)
         chosen[live] = actions
+        if self._worker is not None and live.size != self._balanced_for:
+            self._balance(live)
+            self._balanced_for = live.size
         far = [i for i in live if i in self._remote]
         if far:  # the worker steps its games meanwhile
             self._worker.step([(i, chosen[i]) for i in far])
@@ -231,6 +238,30 @@ class _Lockstep:
         if far:
             for i, time_step in self._worker.receive():
                 self._record(i, time_step, observer)
+
+    def _balance(self, live: np.ndarray) -> None:
+        """Moves games between the processes so each steps half the running ones (this one
+        the odd one out) as games end: the games' lengths differ a lot (a stalled Breakout
+        game runs to the frame cap), and a process left with the long ones alone would step
+        them while the other waits. A game moves with its env's exact `get_state`."""
+        remote = [i for i in live if i in self._remote]
+        excess = live.size - len(remote) - (live.size + 1) // 2  # games this process has too many
+        here = [i for i in live if i not in self._remote and i not in self._unmovable]
+        there = [i for i in remote if i not in self._unmovable]
+        if excess > 0 and here:
+            states = [(i, self._envs[i].get_state()) for i in here[-excess:]]
+            self._unmovable.update(i for i, state in states if state is None)
+            states = [(i, state) for i, state in states if state is not None]
+            if states:
+                self._worker.adopt(states)
+                self._remote.update(i for i, _ in states)
+        elif excess < 0 and there:
+            for i, state in self._worker.release(there[excess:]):
+                if state is None:
+                    self._unmovable.add(i)
+                else:
+                    self._envs[i].set_state(state)
+                    self._remote.discard(i)
 
     def _record(self, i: int, time_step: ts.TimeStep, observer) -> None:
         self.time_steps[i] = time_step

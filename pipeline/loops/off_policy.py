@@ -21,6 +21,7 @@ from tf_agents.networks import q_network
 import envs
 from pipeline.agents import build
 from pipeline.agents.build import trains_on_transitions
+from pipeline.agents.frozen import FrozenGreedy
 from pipeline.agents.policies import EpsilonGreedyPolicy, UniformRandomPolicy
 from pipeline.agents.schedules import LinearSchedule
 from pipeline.errors import UserError
@@ -134,7 +135,11 @@ class Experiment(TrainingLoop):
         self._collect_fns: dict[tuple, Callable] = {}
         self._rounds_fn: Callable | None = None
         self._chunk = tf.Variable(0, dtype=tf.int32, trainable=False, name="collect_chunk")
-        eval_policy = self.agent.policy
+        # A mixed-precision Q-network evaluates on weights cast once per evaluation.
+        self._frozen = (
+            FrozenGreedy(self.agent.policy) if FrozenGreedy.serves(self.agent.policy) else None
+        )
+        eval_policy = self._frozen.policy if self._frozen is not None else self.agent.policy
         if eval_epsilon > 0:  # Atari protocols evaluate with a little noise (see their gin)
             eval_policy = EpsilonGreedyPolicy(
                 eval_policy, eval_epsilon, self._eval_rng, "eval", splitter=action_mask_splitter
@@ -162,6 +167,12 @@ class Experiment(TrainingLoop):
     def window_steps(self) -> int:
         """Steps per sampled window: `n_step_update + 1` for the DQN family."""
         return int(self.agent.train_sequence_length or 2)
+
+    def eval_policy_at(self, env_steps: int):
+        """The evaluation policy with the current weights (see `FrozenGreedy`)."""
+        if self._frozen is not None:
+            self._frozen.sync()
+        return super().eval_policy_at(env_steps)
 
     # --- the pieces of one iteration -------------------------------------------------
 

@@ -140,7 +140,7 @@ def test_breakout_drq_updates_resume_bit_for_bit_and_policies_see_raw_frames(tmp
     # Collection and evaluation draw nothing from the augmentation stream; training does.
     before = run.augmentation.rng.state.numpy().copy()
     run._collect(run._collect_policy, 20)
-    run.evaluator.run(run._eval_policy, episodes=1)
+    run.evaluator.run(run.eval_policy_at(0), episodes=1)
     np.testing.assert_array_equal(run.augmentation.rng.state.numpy(), before)
     # The collect policy acts on the env's frames: its greedy choice is argmax Q(raw stack).
     raw = run.replay.sample_numpy(8).observation[:, 0]

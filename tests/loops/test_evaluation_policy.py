@@ -255,3 +255,49 @@ def test_greedy_actions_are_reused_while_a_games_observation_repeats():
     assert recomputed >= expected.lengths.sum()  # every running game, every step (padded)
     for key in [(True, 1, False), (True, 1, True), (True, 2, False)]:
         assert 0 < rows[key] < 0.5 * recomputed, (key, rows[key], recomputed)
+
+
+def test_games_moved_between_the_processes_as_others_end_keep_their_course(monkeypatch):
+    """With two processes the evaluator keeps the running games split evenly, moving games
+    (their envs' exact states) between the processes as others end: every game, and a second
+    evaluation by the same worker, is exactly what one process plays."""
+    import envs
+    from pipeline.loops.eval_worker import EvalWorker
+    from pipeline.loops.evaluation import Evaluator
+
+    moved = []
+    adopt, release = EvalWorker.adopt, EvalWorker.release
+
+    def counted_adopt(self, states):
+        moved.extend(("to worker", i) for i, _ in states)
+        return adopt(self, states)
+
+    def counted_release(self, indices):
+        moved.extend(("back", i) for i in indices)
+        return release(self, indices)
+
+    monkeypatch.setattr(EvalWorker, "adopt", counted_adopt)
+    monkeypatch.setattr(EvalWorker, "release", counted_release)
+    frames = dict(seed=None, training=False, max_episode_frames=4_000)
+    probe = envs.load_atari(**frames)
+    specs = (
+        tensor_spec.from_spec(probe.time_step_spec()),
+        tensor_spec.from_spec(probe.action_spec()),
+    )
+    probe.close()
+    rng = tf.random.Generator.from_seed(5)
+    policy = CompiledPyPolicy(EpsilonGreedyPolicy(_CountingGreedy(*specs), 0.1, rng, "eval"))
+    seeds = list(range(60, 68))
+    results = {}
+    for processes in (1, 2):
+        evaluator = Evaluator([envs.load_atari(**frames) for _ in seeds], seeds, processes)
+        for repeat in range(processes):  # the worker's second evaluation starts afresh
+            rng.reset_from_seed(5)
+            results[processes, repeat] = evaluator.run(policy)
+        evaluator.close()
+    expected = results[1, 0]
+    assert len(set(expected.lengths.tolist())) >= 4, expected.lengths  # games end apart
+    for key in [(2, 0), (2, 1)]:
+        np.testing.assert_array_equal(results[key].returns, expected.returns, err_msg=str(key))
+        np.testing.assert_array_equal(results[key].lengths, expected.lengths, err_msg=str(key))
+    assert moved, "no game changed process"
