@@ -196,6 +196,20 @@ def test_each_evaluations_seconds_are_kept_in_the_checkpoints_not_the_metrics(tm
     assert not any({"eval_s", "wall_s"} & set(row) for row in rows)
 
 
+def _breakout_specs(frames: dict) -> tuple:
+    """The TF time step and action specs of a Breakout evaluation env."""
+    import envs
+
+    probe = envs.load_atari(**frames)
+    try:
+        return (
+            tensor_spec.from_spec(probe.time_step_spec()),
+            tensor_spec.from_spec(probe.action_spec()),
+        )
+    finally:
+        probe.close()
+
+
 class _CountingGreedy(tf_policy.TFPolicy):
     """A deterministic greedy policy for Breakout that counts the rows it is run on: LEFT
     where the newest frame's pixel sum is odd, else NOOP (it never serves, as a stalled
@@ -223,13 +237,7 @@ def test_greedy_actions_are_reused_while_a_games_observation_repeats():
     from pipeline.loops.evaluation import Evaluator
 
     frames = dict(seed=None, training=False, max_episode_frames=2_000)
-    probe = envs.load_atari(**frames)
-    specs = (
-        tensor_spec.from_spec(probe.time_step_spec()),
-        tensor_spec.from_spec(probe.action_spec()),
-    )
-    probe.close()
-    greedy = _CountingGreedy(*specs)
+    greedy = _CountingGreedy(*_breakout_specs(frames))
     rng = tf.random.Generator.from_seed(3)
     policy = CompiledPyPolicy(EpsilonGreedyPolicy(greedy, 0.05, rng, "eval"))
     assert policy.reuses_greedy
@@ -279,14 +287,9 @@ def test_games_moved_between_the_processes_as_others_end_keep_their_course(monke
     monkeypatch.setattr(EvalWorker, "adopt", counted_adopt)
     monkeypatch.setattr(EvalWorker, "release", counted_release)
     frames = dict(seed=None, training=False, max_episode_frames=4_000)
-    probe = envs.load_atari(**frames)
-    specs = (
-        tensor_spec.from_spec(probe.time_step_spec()),
-        tensor_spec.from_spec(probe.action_spec()),
-    )
-    probe.close()
+    greedy = _CountingGreedy(*_breakout_specs(frames))
     rng = tf.random.Generator.from_seed(5)
-    policy = CompiledPyPolicy(EpsilonGreedyPolicy(_CountingGreedy(*specs), 0.1, rng, "eval"))
+    policy = CompiledPyPolicy(EpsilonGreedyPolicy(greedy, 0.1, rng, "eval"))
     seeds = list(range(60, 68))
     results = {}
     for processes in (1, 2):
