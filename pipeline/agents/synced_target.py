@@ -10,6 +10,11 @@ forward pass of the online network, bit for bit: the same ops on the same weight
 value at the first argmax is the max. That drops one of the update's four passes through the
 Q-network (on the Nature CNN about a fifth of an update). Any other target setting, an action
 mask, C51 and Rainbow keep TF-Agents' own computation.
+
+An update that reads no target network need not copy into it either: the copy after every
+update (every weight of the network, 1.7M floats on the Nature CNN) waits until something
+reads the target, which is only a checkpoint. `sync_target` makes it there, so checkpoints
+hold what TF-Agents' copies would have left: the online weights.
 """
 
 from __future__ import annotations
@@ -18,15 +23,38 @@ import functools
 
 import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
+from tf_agents.utils import common
 
 
 class SyncedTarget:
     """Mixin for `DqnAgent`/`DdqnAgent`: one online pass on s' when the target is synced."""
 
     def _get_target_updater(self, tau=1.0, period=1):
-        # DqnAgent.__init__ passes its target settings here and keeps neither.
+        # DqnAgent.__init__ passes its target settings here and keeps neither. The updater
+        # is TF-Agents' (the same object and counter in checkpoints) with its copy skipped
+        # where no update reads the target; decided when the update is traced.
         self._target_synced = float(tau) == 1.0 and int(period) == 1
-        return super()._get_target_updater(tau, period)
+
+        def update():
+            if self.reads_next_states_once:
+                return tf.no_op()
+            return common.soft_variables_update(
+                self._q_network.variables,
+                self._target_q_network.variables,
+                tau,
+                tau_non_trainable=1.0,
+            )
+
+        with tf.name_scope("update_targets"):
+            return common.Periodically(update, period, "periodic_update_targets")
+
+    def sync_target(self) -> None:
+        """Copies the online weights into the target network: what the skipped copies after
+        each update would have left there. Call it before anything reads the target."""
+        if self.reads_next_states_once:
+            common.soft_variables_update(
+                self._q_network.variables, self._target_q_network.variables, tau=1.0
+            )
 
     def _compute_next_q_values(self, next_time_steps, info):
         if not self.reads_next_states_once:
@@ -45,6 +73,12 @@ class SyncedTarget:
             and scalar_action
             and self._observation_and_action_constraint_splitter is None
         )
+
+
+def sync_target(agent) -> None:
+    """Brings `agent`'s target network up to date where its updates skip the copy."""
+    if isinstance(agent, SyncedTarget):
+        agent.sync_target()
 
 
 _TF_AGENTS_NEXT_Q = (

@@ -24,6 +24,7 @@ from pipeline.agents.build import trains_on_transitions
 from pipeline.agents.frozen import FrozenGreedy
 from pipeline.agents.policies import EpsilonGreedyPolicy, UniformRandomPolicy
 from pipeline.agents.schedules import LinearSchedule
+from pipeline.agents.synced_target import sync_target
 from pipeline.errors import UserError
 from pipeline.loops.base import TrainingLoop
 from pipeline.loops.settings import LoopSettings
@@ -364,6 +365,10 @@ class Experiment(TrainingLoop):
             return
         cut = truncation(self.agent.collect_data_spec, last_time_step, self.train_env.batch_size)
         self.replay.add_batch(cut)
+
+    def _write_checkpoint(self, directory: Path) -> dict:
+        sync_target(self.agent)  # the target holds the online weights, as after each update
+        return super()._write_checkpoint(directory)
 
     def _save_extra(self, directory: Path) -> dict:
         """The replay, sharing the chunks it did not change with the newest checkpoint."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gin
 import numpy as np
 import pytest
@@ -13,9 +15,13 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
+from pipeline import config
 from pipeline.agents.build import build_dqn_family
 from pipeline.agents.rainbow import RainbowAgent
-from pipeline.agents.synced_target import with_synced_target
+from pipeline.agents.synced_target import sync_target, with_synced_target
+from pipeline.loops import off_policy
+from pipeline.run import rundir
+from tests.conftest import TINY_RUN
 
 OBSERVATION = tensor_spec.TensorSpec((4,), tf.float32)
 ACTION = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 2)
@@ -102,3 +108,59 @@ def test_an_action_mask_keeps_tf_agents_passes():
     agent = built(dqn_agent.DdqnAgent)
     agent._observation_and_action_constraint_splitter = lambda observation: (observation, None)
     assert not agent.reads_next_states_once
+
+
+def values(variables) -> list[np.ndarray]:
+    return [v.numpy() for v in variables]
+
+
+def test_updates_that_read_no_target_leave_the_copy_to_sync_target():
+    agent = built(dqn_agent.DdqnAgent)
+    start = values(agent._target_q_network.variables)
+    for batch in batches(3):
+        agent.train(batch)
+    online = values(agent._q_network.variables)
+    assert not all(np.array_equal(a, b) for a, b in zip(online, start, strict=True))
+    # TF-Agents would have copied the online weights after each of the three updates.
+    for before, now in zip(start, values(agent._target_q_network.variables), strict=True):
+        np.testing.assert_array_equal(now, before)
+    sync_target(agent)
+    for theirs, ours in zip(online, values(agent._target_q_network.variables), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_target_that_the_updates_read_is_copied_after_each_update():
+    agent = built(dqn_agent.DdqnAgent, period=1, tau=0.5)
+    start = values(agent._target_q_network.variables)
+    agent.train(batches(1)[0])
+    moved = values(agent._target_q_network.variables)
+    assert not all(np.array_equal(a, b) for a, b in zip(moved, start, strict=True))
+    sync_target(agent)  # nothing deferred: the soft update stays as it was
+    for before, now in zip(moved, values(agent._target_q_network.variables), strict=True):
+        np.testing.assert_array_equal(now, before)
+
+
+def test_checkpoints_hold_the_online_weights_as_the_target(tmp_path: Path):
+    """What TF-Agents' copy after every update would have left in the checkpoint."""
+    try:
+        config.parse(
+            ["dqn_cartpole.gin"], [*TINY_RUN, "train.checkpoint_interval=700",
+                                   "DqnAgent.target_update_period=1"],
+        )  # fmt: skip
+        run = off_policy.Experiment(tmp_path / "run")
+        rundir.prepare(tmp_path / "run")
+        assert run.agent.reads_next_states_once
+        run.run()
+    finally:
+        gin.clear_config()
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("ckpt-*"))
+    assert len(checkpoints) >= 2  # one in the middle of the run, one at its end
+    for checkpoint in checkpoints:
+        prefix = str(checkpoint / "tf" / "state")
+        reader = tf.train.load_checkpoint(prefix)
+        names = [name for name, _ in tf.train.list_variables(prefix)]
+        targets = [n for n in names if "_target_q_network" in n and "OPTIMIZER" not in n]
+        assert targets
+        for name in targets:
+            online = name.replace("_target_q_network", "_q_network")
+            np.testing.assert_array_equal(reader.get_tensor(name), reader.get_tensor(online))
