@@ -108,16 +108,25 @@ class RunLock:
             self._file = None
 
 
-def _git_revision() -> dict[str, Any]:
+RESULTS_DIR = "data/"  # results and records, never code: untracked files there are outputs
+
+
+def _git_revision(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The checkout's commit, and whether the code differs from it: changed tracked files, or
+    untracked files outside data/. The bench archives finished seeds' records under data/;
+    counting those would mark its own later seeds as run from uncommitted code."""
+
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
         ).stdout.strip()
 
     try:
+        changed = git("status", "--porcelain", "--untracked-files=no")
+        untracked = git("ls-files", "--others", "--exclude-standard").splitlines()
         return {
             "revision": git("rev-parse", "HEAD") or None,
-            "dirty": bool(git("status", "--porcelain")),
+            "dirty": bool(changed) or any(not n.startswith(RESULTS_DIR) for n in untracked),
         }
     except (OSError, subprocess.SubprocessError):
         return {"revision": None, "dirty": None}

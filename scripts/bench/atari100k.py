@@ -151,6 +151,7 @@ def seed_result(seed: int, run_dir: Path) -> dict:
         "run_dir": str(run_dir),
         "archived": (run_dir / ARCHIVE_INFO).is_file(),
         "git": info.get("git", {}).get("revision"),
+        "dirty": bool(info.get("git", {}).get("dirty")),
         "started": info.get("started"),
         "finished": final is not None,
         "env_steps": rows[-1]["env_steps"] if rows else 0,
@@ -230,15 +231,29 @@ def evaluating(result: dict) -> str:
     return text + (f" ({final / 60:.1f} min)" if final is not None else "")
 
 
-def markdown(gin_file: str, bindings: list[str], results: list[dict], summary: dict) -> str:
-    command = f"scripts/bench/atari100k.py --gin_file={gin_file} --seeds=" + ",".join(
+def code_revisions(results: list[dict]) -> str:
+    """Which commit each seed ran, so a report that pools sessions says what code it pools."""
+    seeds: dict[str, list[str]] = {}
+    for r in results:
+        if r["curve"]:
+            revision = (r["git"] or "unknown")[:7]
+            revision += " (uncommitted changes)" if r["dirty"] else ""
+            seeds.setdefault(revision, []).append(str(r["seed"]))
+    return "; ".join(f"{rev}: seeds {','.join(s)}" for rev, s in seeds.items()) or "none yet"
+
+
+def markdown(args: argparse.Namespace, out: Path, results: list[dict], summary: dict) -> str:
+    shown_out = out.resolve().relative_to(REPO) if out.resolve().is_relative_to(REPO) else out
+    command = f"scripts/bench/atari100k.py --gin_file={args.gin_file} --seeds=" + ",".join(
         str(r["seed"]) for r in results
     )
-    command += "".join(f" --gin_bindings='{b}'" for b in bindings)
+    command += "".join(f" --gin_bindings='{b}'" for b in args.gin_bindings)
+    command += f" --out={shown_out}"
     lines = [
-        f"# Atari 100k: {gin_file}",
+        f"# Atari 100k: {args.gin_file}",
         "",
         f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `.venv/bin/python {command}`.",
+        f"Code (git revision each seed ran): {code_revisions(results)}.",
         "Score: the mean true game score of the final evaluation (whole games, epsilon as in "
         "the gin file). IQM and its 95% CI: rliable, stratified bootstrap over seeds.",
         "",
@@ -290,7 +305,7 @@ def write_report(args: argparse.Namespace, out: Path) -> dict:
     payload = {"gin_file": args.gin_file, "gin_bindings": args.gin_bindings}
     payload |= {"seeds": results, "summary": summary, "published": PUBLISHED}
     (out / "report.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (out / "report.md").write_text(markdown(args.gin_file, args.gin_bindings, results, summary))
+    (out / "report.md").write_text(markdown(args, out, results, summary))
     print((out / "report.md").read_text())
     return summary
 

@@ -22,10 +22,12 @@ With `--prioritized_binding` (default `train.replay=@PrioritizedFrameStackReplay
 subject, float32 with prioritized replay (draws by priority, importance weights, priorities
 written back after every update), is timed in the same rounds: prioritized : uniform.
 Where the gin file's agent reads the next states once (a target synced after every update,
-`pipeline.agents.synced_target`), a subject "two-pass" is float32 with TF-Agents' own passes of
-the next states through the target and the online network (`--no_two_pass` skips it):
-fp32 : two-pass is what reading them once gains. `--compare=NAME=BINDING` (repeatable) adds
-a float32 subject with one more binding, e.g. `--compare=fused='train.optimizer=@FusedAdam'`.
+`pipeline.agents.synced_target`), a subject "two-pass" is float32 on TF-Agents' own path: its
+passes of the next states through the target and the online network and its copy of the online
+weights into the target after every update (`--no_two_pass` skips it): fp32 : two-pass is what
+reading them once and deferring the copy to checkpoints gain together.
+`--compare=NAME=BINDING` (repeatable) adds a float32 subject with one more binding, e.g.
+`--compare=fused='train.optimizer=@FusedAdam'`.
 
     .venv/bin/python scripts/bench/train_throughput.py [--gin_file=drq_breakout.gin]
     .venv/bin/python scripts/bench/train_throughput.py --gin_file=dqn_breakout.gin --bf16_binding=
@@ -77,7 +79,7 @@ class Subject:
         config.parse([gin_file], bindings)
         with tempfile.TemporaryDirectory() as tmp:
             self.run = run = Experiment(tmp)
-        if two_pass:  # before anything is traced: TF-Agents' target and online passes on s'
+        if two_pass:  # before anything is traced: TF-Agents' two passes on s' and its copy
             run.agent._target_synced = False
         run.collect_random(fill_steps)
         self.updates = updates

@@ -26,6 +26,7 @@ def fake_run(
     wall_s: float,
     lr: float = 1e-4,
     eval_s: dict[str, float] | None = None,
+    dirty: bool = False,
 ) -> None:
     """A run directory as pipeline.train leaves it: config, metrics rows, a checkpoint."""
     run_dir.mkdir(parents=True)
@@ -33,7 +34,8 @@ def fake_run(
         f"train.seed = {seed}\ntrain.total_env_steps = 100000\nload_atari.game = 'Breakout'\n"
         f"Adam.learning_rate = {lr}\n"
     )
-    rundir.write_json(run_dir / "run.json", {"seed": seed, "git": {"revision": "abc"}})
+    git = {"revision": "abc", "dirty": dirty}
+    rundir.write_json(run_dir / "run.json", {"seed": seed, "git": git})
     rows = [
         {"env_steps": steps, "eval_return_mean": score, "eval_return_std": 1.0,
          "eval_episodes": 100 if steps == 100_000 else 10}
@@ -53,6 +55,7 @@ def test_report_counts_finished_seeds_and_their_wall_times(tmp_path: Path, capsy
         fake_run(
             tmp_path / f"s{seed}", seed, [(20_000, 2.0), (100_000, score)], 2_400.0 + seed,
             eval_s=timed if seed == 0 else None,  # seeds 1-3: runs from before the timing
+            dirty=seed == 2,
         )  # fmt: skip
     fake_run(  # cut off mid-way
         tmp_path / "s4", 4, [(20_000, 3.0), (40_000, 5.0)], 900.0,
@@ -75,6 +78,10 @@ def test_report_counts_finished_seeds_and_their_wall_times(tmp_path: Path, capsy
     assert "| 0 | 100,000 | 12.0 +- 1.0 | 100 | 40.0 min | 6.0 min (5.0 min) |" in markdown
     assert "| 1 | 100,000 | 18.0 +- 1.0 | 100 | 40.0 min | - |" in markdown
     assert "DrQ(eps) | 16.4" in markdown
+    assert f"--seeds=0,1,2,3,4 --out={tmp_path}`" in markdown  # the command that reruns it
+    assert "revision each seed ran): abc: seeds 0,1,3,4; abc (uncommitted changes): seeds 2." in (
+        markdown
+    )
     assert (tmp_path / "curve" / "learning_curves.png").stat().st_size > 0
     capsys.readouterr()
 

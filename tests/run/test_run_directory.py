@@ -53,3 +53,33 @@ def test_same_seed_gives_identical_metrics(tiny_run: Path, tmp_path: Path):
     reference = (tiny_run / "metrics.jsonl").read_bytes()
     assert (again / "metrics.jsonl").read_bytes() == reference
     assert (other / "metrics.jsonl").read_bytes() != reference
+
+
+def test_git_dirty_means_changed_code_not_untracked_outputs(tmp_path: Path):
+    """A bench that archives finished seeds' records into the checkout must not mark its
+    later seeds as run from uncommitted code; untracked code or a changed file must."""
+    import subprocess
+
+    from pipeline.run.rundir import _git_revision
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "train.py").write_text("x = 1\n")
+    git("add", "train.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    assert _git_revision(tmp_path)["dirty"] is False
+
+    records = tmp_path / "data" / "results" / "s3"
+    records.mkdir(parents=True)
+    (records / "metrics.jsonl").write_text("{}\n")
+    (records / "config.gin").write_text("train.seed = 3\n")
+    info = _git_revision(tmp_path)
+    assert info["dirty"] is False and len(info["revision"]) == 40
+
+    (tmp_path / "extra.gin").write_text("train.seed = 1\n")
+    assert _git_revision(tmp_path)["dirty"] is True
+    (tmp_path / "extra.gin").unlink()
+    (tmp_path / "train.py").write_text("x = 2\n")
+    assert _git_revision(tmp_path)["dirty"] is True
