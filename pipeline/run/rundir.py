@@ -122,11 +122,10 @@ def _git_revision(root: Path = REPO_ROOT) -> dict[str, Any]:
         ).stdout.strip()
 
     try:
-        changed = git("status", "--porcelain", "--untracked-files=no")
-        untracked = git("ls-files", "--others", "--exclude-standard").splitlines()
+        changes = git("status", "--porcelain").splitlines()  # "XY path"; untracked: "?? path"
         return {
             "revision": git("rev-parse", "HEAD") or None,
-            "dirty": bool(changed) or any(not n.startswith(RESULTS_DIR) for n in untracked),
+            "dirty": any(not line.startswith(f"?? {RESULTS_DIR}") for line in changes),
         }
     except (OSError, subprocess.SubprocessError):
         return {"revision": None, "dirty": None}

@@ -146,12 +146,13 @@ def seed_result(seed: int, run_dir: Path) -> dict:
     final = rows[-1] if rows and total is not None and rows[-1]["env_steps"] >= total else None
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    git = info.get("git", {})
     return {
         "seed": seed,
         "run_dir": str(run_dir),
         "archived": (run_dir / ARCHIVE_INFO).is_file(),
-        "git": info.get("git", {}).get("revision"),
-        "dirty": bool(info.get("git", {}).get("dirty")),
+        "git": git.get("revision"),
+        "dirty": bool(git.get("dirty")),
         "started": info.get("started"),
         "finished": final is not None,
         "env_steps": rows[-1]["env_steps"] if rows else 0,

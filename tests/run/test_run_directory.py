@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from tensorboard.backend.event_processing import event_accumulator
 
+from pipeline.run.rundir import _git_revision
 from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
 
 
@@ -58,9 +60,6 @@ def test_same_seed_gives_identical_metrics(tiny_run: Path, tmp_path: Path):
 def test_git_dirty_means_changed_code_not_untracked_outputs(tmp_path: Path):
     """A bench that archives finished seeds' records into the checkout must not mark its
     later seeds as run from uncommitted code; untracked code or a changed file must."""
-    import subprocess
-
-    from pipeline.run.rundir import _git_revision
 
     def git(*args: str) -> None:
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
