@@ -18,6 +18,7 @@ from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
 from pipeline.errors import UnsupportedSpaceError
+from pipeline.run import trust
 
 # Built once: ts.restart/transition/termination re-check types on every call, which costs
 # more than a CartPole step itself. These are the same values those helpers produce.
@@ -49,6 +50,13 @@ def describe(env: gym.Env) -> str:
     """`CartPole-v1 (observations Box(...), actions Discrete(2))`, for error messages."""
     name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
     return f"{name} (observations {env.observation_space}, actions {env.action_space})"
+
+
+def _unpickle(blob: bytes) -> Any:
+    """Unpickles what `trust.loads` vouched for (a `Pickled`), never plain bytes."""
+    if not isinstance(blob, trust.Pickled):
+        raise ValueError("the env's state holds a pickle nobody signed: not loading it")
+    return pickle.loads(blob)
 
 
 class GymnasiumEnvironment(py_environment.PyEnvironment):
@@ -121,31 +129,46 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         return ts.TimeStep(_MID, reward, self._discount, obs)
 
     def get_state(self) -> bytes | None:
-        """Everything needed to continue exactly here (wrappers, RNG, episode position).
+        """Everything needed to continue exactly here (wrappers, RNG, episode position), as
+        bytes that hold plain data (`pipeline.run.trust.dumps`), not a pickle to trust.
 
         An env with `checkpoint_state()` (our Atari wrapper: the emulator cannot be
-        pickled) gives its own; any other is pickled whole. None when neither works: the
-        caller then starts a new episode instead.
+        pickled) gives its own plain data; any other is pickled whole, and that pickle is
+        signed with the user's secret. None when neither works: the caller then starts a
+        new episode instead.
         """
         saver = getattr(self._env, "checkpoint_state", None)
         if callable(saver):
-            env = ("own", saver())
+            env = {"own": saver()}
         else:
             try:
-                env = ("pickle", pickle.dumps(self._env))
+                env = {"pickled": trust.Pickled(pickle.dumps(self._env))}
             except (TypeError, AttributeError, pickle.PicklingError):
                 return None
         state = {"env": env, "next_seed": self._next_seed, "time_step": self._current_time_step}
-        return pickle.dumps(state)
+        return trust.dumps(state)
 
     def set_state(self, state: bytes) -> None:
-        """Restores `get_state()`'s result; the next `step` continues that episode."""
-        saved = pickle.loads(state)
-        kind, env = saved["env"]
-        if kind == "own":
-            self._env.restore_checkpoint_state(env)
+        """Restores `get_state()`'s result; the next `step` continues that episode.
+
+        Unpickles only what `trust.loads` vouches for: a pickle signed with this user's
+        secret. (A checkpoint written before pickles were signed comes here re-signed as
+        "legacy" once the user passed --trust_run_dir.)
+        """
+        saved = trust.loads(state)
+        if "legacy" in saved:  # the whole state was one pickle, which the user trusted
+            saved = _unpickle(saved["legacy"])
+            kind, env = saved["env"]
+            if kind == "own":  # its emulator state was a pickle inside that pickle
+                own = {k: trust.Pickled(v) if isinstance(v, bytes) else v for k, v in env.items()}
+                saved["env"] = {"own": own}
+            else:
+                saved["env"] = {"pickled": trust.Pickled(env)}
+        env = saved["env"]
+        if "own" in env:
+            self._env.restore_checkpoint_state(env["own"])
         else:
-            old, self._env = self._env, pickle.loads(env)
+            old, self._env = self._env, _unpickle(env["pickled"])
             old.close()
         self._next_seed = saved["next_seed"]
         self._current_time_step = saved["time_step"]

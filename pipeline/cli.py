@@ -35,8 +35,9 @@ def run(main: Callable[[list[str]], None]) -> None:
 
 
 def define_run_flags() -> None:
-    """--gin_file, --gin_bindings, --root_dir and --tf_logs, once per process. Flags only say
-    how to run (files, bindings, where); everything that changes results is gin."""
+    """--gin_file, --gin_bindings, --root_dir, --no_lock, --tf_logs and --trust_run_dir, once
+    per process. Flags only say how to run (files, bindings, where); everything that changes
+    results is gin."""
     if "gin_file" in flags.FLAGS:
         return
     flags.DEFINE_multi_string(
@@ -50,4 +51,26 @@ def define_run_flags() -> None:
     flags.DEFINE_string(
         "root_dir", None, "Run directory; default runs/<gin file>[-<bindings hash>]-s<seed>."
     )
+    flags.DEFINE_bool(
+        "no_lock",
+        False,
+        "Run without the run directory's lock (flock on <root_dir>/.lock), for filesystems that "
+        "cannot lock: nothing then stops a second process from writing the same directory.",
+    )
     flags.DEFINE_bool("tf_logs", False, "Show TensorFlow's own start-up and C++ log lines.")
+    define_trust_flag()
+
+
+def define_trust_flag() -> None:
+    """--trust_run_dir, once per process: the commands that read a run directory load what
+    could run code (pickles not signed with the user's secret, a config.gin that imports)
+    only with it (see `pipeline.run.trust`)."""
+    if "trust_run_dir" in flags.FLAGS:
+        return
+    flags.DEFINE_bool(
+        "trust_run_dir",
+        False,
+        "Trust the run directory: load its pickles even when your secret did not sign them "
+        "(another user's run, or checkpoints from before signing) and let its config.gin "
+        "import modules. Only for directories whose author you trust: both can run any code.",
+    )

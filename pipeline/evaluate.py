@@ -7,6 +7,11 @@ run's evaluation at the export's step scored. `--policy=random`, `cartpole_heuri
 `--checkpoint=N` (or `latest`) plays the agent of one checkpoint with the run's own eval
 policy (eval epsilon included), so it prints what the run's evaluation at step N printed.
 Videos (MP4, imageio's bundled ffmpeg) show the first `--video_episodes` episodes.
+
+The run may be someone else's: its config.gin is read as settings only (an `import` in it is
+refused without --trust_run_dir) and `--checkpoint` reads weights only, into our own agent;
+the exported policy, by contrast, is a SavedModel whose TensorFlow graph runs here, so it is
+played only when this user's secret signed it (or with --trust_run_dir).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from pipeline.baselines import scripted_policies
 from pipeline.errors import UserError
 from pipeline.loops import off_policy
 from pipeline.loops.evaluation import Evaluator, eval_episode_seeds
+from pipeline.run import trust
 from pipeline.run.checkpoints import read_variables
+from pipeline.run.files import fsync_path, replace_durably
 
 flags.DEFINE_string("root_dir", None, "Run directory (holds config.gin and policy/).")
 flags.DEFINE_integer(
@@ -45,6 +52,7 @@ flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings (e.g. a script
 flags.DEFINE_bool("video", False, "Write MP4 videos of the first --video_episodes episodes.")
 flags.DEFINE_integer("video_episodes", 1, "How many episodes to film with --video.")
 flags.DEFINE_integer("fps", 30, "Frames per second of the videos.")
+cli.define_trust_flag()
 FLAGS = flags.FLAGS
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame (CartPole's renderer) needs no sound
 
@@ -54,6 +62,8 @@ def run_settings(root_dir: Path, bindings: list[str]) -> tuple[str, dict]:
     config_file = root_dir / "config.gin"
     if not config_file.exists():
         raise UserError(f"{root_dir} holds no run (no config.gin): pass a run directory")
+    if not trust.run_dir_trusted():  # the run may be anyone's: settings, never imports
+        trust.check_run_config(config_file)
     config.parse([str(config_file)], bindings)
     run = config.run_settings()
     settings = {
@@ -94,6 +104,13 @@ def load_policy(root_dir: Path, kind: str, env):
             f"{root_dir} has no exported policy yet (policy/ appears after the first "
             "evaluation): wait for it, or pass --policy=random"
         )
+    problem = None if trust.run_dir_trusted() else trust.export_problem(path)
+    if problem is not None:
+        raise UserError(
+            f"{path.resolve()} is not an export of yours ({problem}), and playing a SavedModel "
+            "runs its TensorFlow graph here: pass --checkpoint=latest (weights only, into our "
+            "own agent), or --trust_run_dir if you trust who wrote the run"
+        )
     return py_tf_eager_policy.SavedModelPyTFEagerPolicy(
         str(path), env.time_step_spec(), env.action_spec(), batch_time_steps=False
     )
@@ -104,7 +121,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
 
     tmp = path.with_name(f".{path.name}.partial.mp4")
     imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
-    tmp.replace(path)
+    fsync_path(tmp)
+    replace_durably(tmp, path)
 
 
 def checkpoint_steps(text: str) -> int | None:

@@ -25,10 +25,13 @@ def main(argv: list[str]) -> None:
     execute(argv, off_policy.build_loop)
 
 
-def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None:
+def execute(
+    argv: list[str], build_loop: Callable[[Path], TrainingLoop], launched: bool = False
+) -> None:
     """Parses gin, checks the run directory, trains (or resumes) and prints the result.
 
-    The distributed learner runs through here too, with its own `build_loop`.
+    The distributed learner runs through here too, with its own `build_loop` and `launched`:
+    its launcher checked the directory before the other roles wrote their files into it.
     """
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}: pass settings as --gin_bindings='name=value'")
@@ -42,14 +45,16 @@ def execute(argv: list[str], build_loop: Callable[[Path], TrainingLoop]) -> None
         root_dir = Path(
             FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed)
         )
-        resuming = files.holds_run(root_dir)
+        if not launched:
+            rundir.check_writable_run(root_dir)
+        resuming = files.holds_own_run(root_dir)
         if resuming:  # lock before building anything, so a second process stops here
-            lock = rundir.RunLock(root_dir).acquire()
+            lock = rundir.RunLock(root_dir, enabled=not FLAGS.no_lock).acquire()
             rundir.check_same_settings(root_dir, gin.config_str())
         run = build_loop(root_dir)
         config.check_bindings_used(FLAGS.gin_bindings)
         rundir.prepare(root_dir)
-        lock = lock or rundir.RunLock(root_dir).acquire()
+        lock = lock or rundir.RunLock(root_dir, enabled=not FLAGS.no_lock).acquire()
     except UserError as error:
         cli.fail(str(error).splitlines()[0])
     except Exception as error:  # raised inside a configurable gin called: a setting's fault

@@ -154,6 +154,7 @@ RULES: dict[str, dict[str, Check]] = {
         "stream_fc_layer_params": layer_sizes(),
         "dtype": one_of("float32", "mixed_bfloat16", "mixed_float16"),
     },
+    "FrameStackReplay": {"chunk_items": _COUNT},
     "PrioritizedUniformReplay": _PRIORITIZED,
     "PrioritizedFrameStackReplay": _PRIORITIZED,
     "ActorDistributionNetwork": {"fc_layer_params": layer_sizes()},

@@ -62,6 +62,20 @@ def tiny_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(autouse=True, scope="session")
+def signing_secret(tmp_path_factory) -> Path:
+    """The secret that signs checkpoints' pickles: the tests' own, never the user's
+    ~/.config one; in os.environ, so the CLIs the tests start use it too."""
+    path = tmp_path_factory.mktemp("secret") / "secret"
+    before = os.environ.get("PIPELINE_SECRET_FILE")
+    os.environ["PIPELINE_SECRET_FILE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("PIPELINE_SECRET_FILE", None)
+    else:
+        os.environ["PIPELINE_SECRET_FILE"] = before
+
+
 @pytest.fixture(autouse=True)
 def fresh_gin_config():
     """Tests that parse gin files in-process must not leak bindings into later tests."""

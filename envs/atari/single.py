@@ -13,6 +13,7 @@ import numpy as np
 from envs.atari.games import RAW_SHAPE, noop_action, pseudo_reset_action
 from envs.atari.options import Preprocessing
 from envs.frame_stack import FrameStacker
+from pipeline.run.trust import Pickled
 
 _FIRST_ONLY = np.ones(1, dtype=bool)
 _NOT_FIRST = np.zeros(1, dtype=bool)
@@ -67,9 +68,12 @@ class AtariDqnPreprocessing(gym.Wrapper):
         One limit: ALE does not restore the "previous action" that a sticky action repeats
         when the state was cloned right after `reset_game()` with no no-op in between, so a
         sticky-action game checkpointed exactly there may diverge at its first step.
+
+        Plain data only (ALE serializes its state to bytes, the RNG's state is a dict of
+        ints), so a checkpoint holds no pickle for this env.
         """
         return {
-            "ale": pickle.dumps(self._ale.cloneState(include_rng=True)),
+            "ale": self._ale.cloneState(include_rng=True).serialize(),
             "raw": self._raw.copy(),
             "frame": self._frame.copy(),
             "stacker": self._stacker.get_state(),
@@ -80,7 +84,15 @@ class AtariDqnPreprocessing(gym.Wrapper):
         }
 
     def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
-        self._ale.restoreState(pickle.loads(state["ale"]))
+        """Restores `checkpoint_state()`'s result. Its "ale" is ALE's serialized state; in a
+        checkpoint written before pickles were signed it was a pickle, which arrives here
+        only as a `Pickled` the user trusted (see `GymnasiumEnvironment.set_state`)."""
+        ale = state["ale"]
+        if isinstance(ale, Pickled):
+            ale_state = pickle.loads(ale)
+        else:
+            ale_state = ale_py.ALEState(bytes(ale))
+        self._ale.restoreState(ale_state)
         self._raw[...] = state["raw"]
         self._frame[...] = state["frame"]
         self._stacker.set_state(state["stacker"])

@@ -230,3 +230,9 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("", 0))
         return probe.getsockname()[1]
+
+
+def learner_switches() -> list[str]:
+    """The launcher's --no_lock and --trust_run_dir, passed on to the learner: the role that
+    holds the run's lock and reads its checkpoints."""
+    return [f"--{name}" for name in ("no_lock", "trust_run_dir") if flags.FLAGS[name].value]

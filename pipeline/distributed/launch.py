@@ -3,7 +3,9 @@
     python -m pipeline.distributed.launch --gin_file=dqn_cartpole.gin --num_collectors=2 \
         --gin_bindings=DqnAgent.n_step_update=1 --root_dir=runs/cartpole-dist
 
-Locally every role is a child process on loopback. Inside a Slurm allocation
+Locally every role is a child process and they talk over loopback, but the Reverb server
+listens on every interface without authentication (Reverb takes no bind address): the log's
+`warning:` line names the port to keep firewalled. Inside a Slurm allocation
 (`--backend=srun`, what `pipeline.distributed.slurm` submits) every role is a job step on the
 allocation's nodes, the server on the first node, and collectors get its address. Either way
 this supervisor restarts a role that dies (a collector starts new episodes, the learner
@@ -179,6 +181,16 @@ def _nodes() -> list[str | None]:
     return listed or [None]
 
 
+def exposure_warning(port: int, machine: str) -> str:
+    """The one line that says who can reach the server: Reverb (0.14) binds `[::]:port`, every
+    interface, IPv4 too, with gRPC's insecure credentials, and takes no address to bind."""
+    return (
+        f"warning: the Reverb server listens on port {port} on every network interface of "
+        f"{machine} and accepts unauthenticated connections from any host that can reach it "
+        f"(they can read and write the replay and the weights): keep port {port} firewalled"
+    )
+
+
 def supervise(root_dir: Path, gin_args: list[str], num_collectors: int, stop) -> int:
     """Runs the roles to the learner's end; returns the exit status for the launcher."""
     nodes = _nodes()
@@ -188,8 +200,9 @@ def supervise(root_dir: Path, gin_args: list[str], num_collectors: int, stop) ->
     supervisor = Supervisor(root_dir, gin_args, FLAGS.backend, FLAGS.max_restarts)
     root = f"--root_dir={root_dir}"
     server = Role("server", "pipeline.distributed.server", [root, f"--port={port}"], node=nodes[0])
-    learner = Role("learner", "pipeline.distributed.learner", [root, f"--server={address}"],
-                   echo=True, node=nodes[0])  # fmt: skip
+    learner = Role("learner", "pipeline.distributed.learner",
+                   [root, f"--server={address}", *common.learner_switches()], echo=True,
+                   node=nodes[0])  # fmt: skip
     collectors = [
         Role(f"collector-{i}", "pipeline.distributed.collector",
              [f"--server={address}", f"--index={i}", "--restart={restart}"],
@@ -199,6 +212,8 @@ def supervise(root_dir: Path, gin_args: list[str], num_collectors: int, stop) ->
     roles = [server, learner, *collectors]
     print(f"launching server at {address}, learner, {num_collectors} collectors; logs in "
           f"{supervisor.logs}", file=sys.stderr, flush=True)  # fmt: skip
+    print(exposure_warning(port, "this machine" if FLAGS.backend == "local" else host),
+          file=sys.stderr, flush=True)  # fmt: skip
     try:
         supervisor.start(server)
         _wait_until_serving(supervisor, server, address)
@@ -259,6 +274,8 @@ def main(argv: list[str]) -> None:
         root_dir = Path(
             FLAGS.root_dir or rundir.default_root_dir(FLAGS.gin_file, FLAGS.gin_bindings, seed)
         ).resolve()
+        if FLAGS.backend == "local":  # an srun launch was checked by its submitter
+            rundir.check_writable_run(root_dir)
         rundir.prepare(root_dir)
         gin_args = [f"--gin_file={f}" for f in FLAGS.gin_file]
         gin_args += [f"--gin_bindings={b}" for b in FLAGS.gin_bindings]

@@ -134,7 +134,7 @@ class Learner(common.RoleExperiment):
     def _save_extra(self, directory: Path) -> None:
         """The replay is the server's to checkpoint."""
 
-    def _restore_extra(self, directory: Path) -> None:
+    def _restore_replay(self, directory: Path) -> None:
         self._replay_restored = True
 
     def _after_restore(self) -> None:
@@ -160,7 +160,7 @@ def build_learner(root_dir: Path) -> Learner:
 
 
 def main(argv: list[str]) -> None:
-    train.execute(argv, build_learner)
+    train.execute(argv, build_learner, launched=True)
 
 
 if __name__ == "__main__":

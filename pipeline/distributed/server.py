@@ -25,7 +25,9 @@ from pipeline.errors import UserError
 from pipeline.run import rundir
 from pipeline.run.preemption import PreemptionFlag
 
-flags.DEFINE_integer("port", None, "Port to listen on (all interfaces).")
+flags.DEFINE_integer(
+    "port", None, "Port to listen on: every interface, unauthenticated (Reverb binds [::])."
+)
 cli.define_run_flags()
 FLAGS = flags.FLAGS
 
@@ -63,7 +65,7 @@ def serve(root_dir: Path, port: int, stop: PreemptionFlag) -> None:
         folder,
         info.rate_limiter_info.samples_per_insert,
     )
-    print(f"serving on port {port}", flush=True)
+    print(f"serving on port {port} (every interface, no authentication)", flush=True)
     last_checkpoint = time.monotonic()
     while not stop.requested:
         time.sleep(0.2)

@@ -144,6 +144,7 @@ def sbatch_script(root_dir: Path, gin_files: list[Path], gin_bindings: list[str]
         *[[f"--gin_file={path}"] for path in gin_files],
         *[[f"--gin_bindings={binding}"] for binding in gin_bindings],
         [f"--root_dir={root_dir}", f"--num_collectors={FLAGS.num_collectors}"],
+        *[[switch] for switch in common.learner_switches()],
     ]
     header = [
         "#!/bin/bash",
@@ -189,6 +190,7 @@ def main(argv: list[str]) -> None:
         ).resolve()
         if re.search(r"[\s%]", str(root_dir)):
             raise UserError(f"--root_dir {root_dir} has a space or %: #SBATCH lines cannot hold it")
+        rundir.check_writable_run(root_dir)
         rundir.check_same_settings(root_dir, gin.config_str())  # resuming another run's dir
         script = sbatch_script(root_dir, gin_files, FLAGS.gin_bindings)
         if FLAGS.dry_run:

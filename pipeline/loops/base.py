@@ -131,7 +131,10 @@ class TrainingLoop:
         may return checksums it knows (see `CheckpointStore.save`)."""
 
     def _restore_extra(self, directory: Path) -> None:
-        """Reads `_save_extra`'s files back."""
+        """Reads `_save_extra`'s files back (but the replay's)."""
+
+    def _restore_replay(self, directory: Path) -> None:
+        """Reads the replay buffer's files back, when they verified."""
 
     def _row_extras(self) -> dict:
         """Extra metrics.jsonl fields for each evaluation row."""
@@ -251,10 +254,12 @@ class TrainingLoop:
         )
         return self._save_extra(directory) or {}
 
-    def _read_checkpoint(self, directory: Path) -> None:
+    def _read_checkpoint(self, directory: Path, replay_intact: bool = True) -> None:
         loop, time_step, env_states = read_loop_state(directory, self.tf_state(), self._windows())
         self._loop = {**self._loop, **loop}  # what an older checkpoint lacks keeps its default
         self._restore_extra(directory)
+        if replay_intact:  # else the loop's replay stays empty and `_after_restore` refills it
+            self._restore_replay(directory)
         self._time_step = self.train_env.reset()  # a fresh episode unless the envs come back
         if env_states is not None:
             for env, state in zip(self._py_envs(), env_states, strict=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -12,7 +13,11 @@ import tensorflow as tf
 from absl import logging
 from tf_agents.policies import policy_saver, tf_policy
 
+from pipeline.run import trust
 from pipeline.run.checkpoints import WRITE_ERRORS, guarded_write
+from pipeline.run.files import fsync_tree, replace_durably
+
+_EXPORT = re.compile(r"^(step-\d+(\.\d+)?|\.step-\d+(\.\d+)?\.partial)$")  # the names it writes
 
 
 class PolicyExporter:
@@ -29,6 +34,7 @@ class PolicyExporter:
     def __init__(self, policy: tf_policy.TFPolicy, train_step: tf.Variable, root_dir: Path):
         self.policy, self.train_step, self.root_dir = policy, train_step, root_dir
         self._saver: policy_saver.PolicySaver | None = None  # traced at the first export
+        self._warned_link = False
 
     def due(self, checkpoint_or_last: bool) -> bool:
         """Exports follow evaluations that are the first, a checkpoint's or the last.
@@ -56,17 +62,36 @@ class PolicyExporter:
             except WRITE_ERRORS:
                 shutil.rmtree(partial, ignore_errors=True)  # give the space back
                 raise
-            os.replace(partial, target)
-            link, current = self.root_dir / ".policy.link", self.root_dir / "policy"
-            link.unlink(missing_ok=True)
-            os.symlink(Path("policies") / target.name, link)
-            if current.is_dir() and not current.is_symlink():  # a copy made with `cp -rL`
-                shutil.rmtree(current)
-            os.replace(link, current)
+            trust.sign_export(partial)
+            fsync_tree(partial)  # the SavedModel's files, before the rename publishes them
+            replace_durably(partial, target)
+            self._point_link_at(target)
         for old in folder.iterdir():
-            if old != target:
+            if old != target and _EXPORT.match(old.name) and not old.is_symlink():
                 shutil.rmtree(old, ignore_errors=True)
         return target
+
+    def _point_link_at(self, target: Path) -> None:
+        """Swaps the `policy` link to `target` in one rename, if `policy` is such a link.
+
+        Anything else there (a folder made by copying a run with `cp -rL`, a user's file) is
+        not the pipeline's to replace: it stays, with one warning, and `policies/` holds the
+        export.
+        """
+        link, current = self.root_dir / ".policy.link", self.root_dir / "policy"
+        if current.exists() and not current.is_symlink():
+            if not self._warned_link:
+                self._warned_link = True
+                logging.warning(
+                    "%s is not the pipeline's link (a copied folder?): left as it is; the "
+                    "newest export is in %s",
+                    current,
+                    current.parent / "policies",
+                )
+            return
+        link.unlink(missing_ok=True)
+        os.symlink(Path("policies") / target.name, link)
+        replace_durably(link, current)
 
 
 @contextlib.contextmanager

@@ -374,7 +374,7 @@ class Experiment(TrainingLoop):
         """The replay, sharing the chunks it did not change with the newest checkpoint."""
         return save_replay(self.checkpoints, self.replay, directory, self.checkpoint_replay)
 
-    def _restore_extra(self, directory: Path) -> None:
+    def _restore_replay(self, directory: Path) -> None:
         sealed = (directory / MANIFEST).is_file()  # verified by load_latest when it is
         sums = self.checkpoints.checksums(directory, "replay/") if sealed else None
         self._replay_restored = self.replay.restore(directory / "replay", sums=sums)

@@ -20,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gin
+import numpy as np
 import tensorflow as tf
+from absl import logging
 from tf_agents.agents.reinforce import reinforce_agent
 from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
 from tf_agents.networks import actor_distribution_network
@@ -33,7 +35,12 @@ from pipeline.agents.policies import GeneratorSamplingPolicy
 from pipeline.errors import UserError
 from pipeline.loops.base import TrainingLoop
 from pipeline.loops.settings import LoopSettings
+from pipeline.run import trust
+from pipeline.run.checkpoints import UNSIGNED
 from pipeline.run.metrics import MetricsLog
+
+CARRY = "carry.npz"  # the step carried into the next iteration (plain arrays)
+LEGACY_CARRY = "carry.pkl"  # its pickle, before pickles were signed: loaded only when trusted
 
 
 @gin.configurable("train_on_policy", denylist=["root_dir"])
@@ -144,10 +151,31 @@ class OnPolicyExperiment(TrainingLoop):
         log.scalars("train", {"loss": loss}, int(self.env_steps.result()))
 
     def _save_extra(self, directory: Path) -> None:
-        (directory / "carry.pkl").write_bytes(pickle.dumps(self._carry))
+        """The carried step as plain arrays (none: no file), in `collect_data_spec`'s order."""
+        if self._carry is not None:
+            trust.save(directory / CARRY, tf.nest.flatten(self._carry))
 
     def _restore_extra(self, directory: Path) -> None:
-        self._carry = pickle.loads((directory / "carry.pkl").read_bytes())
+        """Reads the carried step back (`_cut_episodes` drops it if new episodes start).
+
+        Checkpoints from before pickles were signed pickled it: loaded with --trust_run_dir.
+        """
+        self._carry = None
+        path, legacy = directory / CARRY, directory / LEGACY_CARRY
+        if path.exists():
+            flat = [np.asarray(array) for array in trust.load(path)]
+            self._carry = tf.nest.pack_sequence_as(self.agent.collect_data_spec, flat)
+        elif legacy.exists():
+            if trust.run_dir_trusted():
+                self._carry = pickle.loads(legacy.read_bytes())
+            else:
+                logging.warning(
+                    "checkpoint %s: not loading %s: %s; the step carried into the next "
+                    "iteration is dropped (pass --trust_run_dir to load it)",
+                    directory,
+                    legacy.name,
+                    UNSIGNED,
+                )
 
     def _cut_episodes(self, last_time_step) -> None:
         """The carried step's successor is gone with the old episodes: drop it rather than

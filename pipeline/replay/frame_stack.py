@@ -57,7 +57,6 @@ class FrameStackReplay(ChunkedFiles):
     """
 
     max_rejection_rounds = 16  # then enumerate the valid items (only when most are invalid)
-    chunk_items = 8_192  # items per lane in one checkpoint file (~58 MB of Atari frames)
 
     def __init__(
         self,
@@ -67,7 +66,10 @@ class FrameStackReplay(ChunkedFiles):
         seed: int = 0,
         num_steps: int = 2,
         gamma: float = 1.0,
+        chunk_items: int = 8_192,
     ):
+        """`chunk_items`: items per lane in one checkpoint file (8,192: ~58 MB of Atari
+        frames); a checkpoint rewrites only the chunks changed since the previous one."""
         if not (isinstance(data_spec, tuple) and hasattr(data_spec, "observation")):
             raise TypeError("FrameStackReplay needs a Trajectory spec (agent.collect_data_spec)")
         obs = tf.nest.flatten(data_spec.observation)
@@ -76,6 +78,7 @@ class FrameStackReplay(ChunkedFiles):
         self.per_lane = check_sizes(batch_size, capacity, num_steps, gamma)
         self.num_steps = num_steps
         self.gamma = gamma
+        self.chunk_items = chunk_items
         self.data_spec = data_spec
         self.batch_size = batch_size
         self.capacity = self.per_lane * batch_size

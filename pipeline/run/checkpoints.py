@@ -25,10 +25,17 @@ import tensorflow as tf
 from absl import logging
 
 from pipeline.errors import UserError
+from pipeline.run import trust
+from pipeline.run.files import fsync_path, replace_durably
 from pipeline.run.versions import PICKLED_ENV_PACKAGES, changed, package_versions
 
 MANIFEST = "MANIFEST.json"
-ENV_VERSIONS = "env_versions.json"  # the versions of the packages env.pkl's objects come from
+ENV_STATES = "env.npz"  # the training envs' states (`trust.save`: plain data, signed pickles)
+TIME_STEP = "time_step.npz"  # the training envs' last time step (plain data)
+ENV_VERSIONS = "env_versions.json"  # the versions of the packages the env states come from
+# Unsigned pickles of checkpoints written before pickles were signed: loaded only when trusted.
+LEGACY_ENV_STATES, LEGACY_TIME_STEP = "env.pkl", "time_step.pkl"
+UNSIGNED = "pickles without a signature (from before checkpoints signed them, or not yours)"
 _NAME = re.compile(r"^ckpt-(\d+)$")
 T = TypeVar("T")
 
@@ -76,34 +83,44 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
+REPLAY = "replay/"  # the replay's files in a checkpoint: the one part a resume can rebuild
+
+
+def problems(directory: Path) -> dict[str, str]:
+    """{file: what is wrong with it} against the manifest; empty when all match.
+
+    "" stands for the manifest itself when it cannot be read.
+    """
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return {"": f"unreadable manifest ({error})"}
+    files = {str(p.relative_to(directory)): p for p in _files(directory)}
+    found = {name: "not in the manifest" for name in set(files) - set(manifest)}
+    found.update({name: "missing" for name in set(manifest) - set(files)})
+    for name in sorted(set(manifest) & set(files)):
+        path, expected = files[name], manifest[name]
+        if path.stat().st_size != expected["size"]:
+            found[name] = f"has {path.stat().st_size} bytes, the manifest says {expected['size']}"
+        elif _sha256(path) != expected["sha256"]:
+            found[name] = "does not match its checksum"
+    return found
+
+
 def verify(directory: Path) -> str | None:
     """None if every file matches the manifest, else what is wrong (for the warning)."""
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError) as error:
-        return f"unreadable manifest ({error})"
-    files = {str(p.relative_to(directory)): p for p in _files(directory)}
-    if set(files) != set(manifest["files"]):
-        return "files differ from the manifest"
-    for name, expected in manifest["files"].items():
-        path = files[name]
-        if path.stat().st_size != expected["size"]:
-            return f"{name} has {path.stat().st_size} bytes, the manifest says {expected['size']}"
-        if _sha256(path) != expected["sha256"]:
-            return f"{name} does not match its checksum"
-    return None
+    found = problems(directory)
+    return _describe(found) if found else None
+
+
+def _describe(found: dict[str, str]) -> str:
+    name = min(found)
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return f"{name} {found[name]}{more}".strip()
 
 
 class CheckpointStore:
@@ -125,7 +142,7 @@ class CheckpointStore:
                 shutil.rmtree(aside, ignore_errors=True)
             else:
                 shutil.rmtree(final, ignore_errors=True)
-                os.replace(aside, final)
+                replace_durably(aside, final)
 
     def complete(self) -> list[tuple[int, Path]]:
         """(env steps, path) of the checkpoints with a manifest, newest first."""
@@ -162,7 +179,7 @@ class CheckpointStore:
                 if entry is None or entry["size"] != size:
                     entry = {"sha256": _sha256(path), "durable": False}
                 if not entry.get("durable"):
-                    _fsync_path(path)
+                    fsync_path(path)
                 files[name] = {"size": size, "sha256": entry["sha256"]}
             manifest = tmp / MANIFEST
             with open(manifest, "w", encoding="utf-8") as f:
@@ -170,13 +187,12 @@ class CheckpointStore:
                 f.flush()
                 os.fsync(f.fileno())
             for sub in [p for p in tmp.rglob("*") if p.is_dir()] + [tmp]:
-                _fsync_path(sub)
+                fsync_path(sub)
             aside = self._replaced(final)
             if final.exists():  # a checkpoint at the same step: moved aside, never deleted first
                 shutil.rmtree(aside, ignore_errors=True)
                 os.replace(final, aside)
-            os.replace(tmp, final)
-            _fsync_path(self.directory)
+            replace_durably(tmp, final)
             shutil.rmtree(aside, ignore_errors=True)
         except WRITE_ERRORS as error:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -198,19 +214,33 @@ class CheckpointStore:
             if name.startswith(prefix)
         }
 
-    def load_latest(self, read: Callable[[Path], T]) -> tuple[int, T] | None:
-        """`read` the newest checkpoint that verifies and loads; None if there is none.
+    def load_latest(self, read: Callable[[Path, bool], T]) -> tuple[int, T] | None:
+        """`read(path, replay_intact)` the newest checkpoint that verifies and loads; None if
+        there is none.
 
         A corrupt checkpoint (or one `read` rejects) is skipped with a warning; if every
-        checkpoint is unusable the run cannot resume, which is an error, not a restart.
+        checkpoint is unusable the run cannot resume, which is an error, not a restart. A
+        checkpoint whose only bad files are its replay's still loads, with `replay_intact`
+        False: unchanged replay chunks are hard links shared by every kept checkpoint, so
+        one bad byte there would otherwise cost them all, though their weights are intact.
         """
         candidates = self.complete()
         unusable = []
         for env_steps, path in candidates:
-            problem = verify(path)
+            found = problems(path)
+            replay_intact = not any(name.startswith(REPLAY) for name in found)
+            if found and all(name.startswith(REPLAY) for name in found):
+                logging.warning(
+                    "checkpoint %s: %s; resuming from its weights, optimizer, counters and RNG "
+                    "with a refilled replay (no longer an exact resume of the run)",
+                    path,
+                    _describe(found),
+                )
+                found = {}
+            problem = _describe(found) if found else None
             if problem is None:
                 try:
-                    loaded = read(path)
+                    loaded = read(path, replay_intact)
                 except Exception as error:  # noqa: BLE001 - any failure means: try the previous
                     problem = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
                 else:
@@ -233,7 +263,7 @@ class CheckpointStore:
         for path in unusable:
             aside = path.with_name(f"corrupt-{path.name}")
             shutil.rmtree(aside, ignore_errors=True)
-            os.replace(path, aside)
+            replace_durably(path, aside)
             logging.warning("moved the unusable checkpoint %s to %s", path, aside)
 
 
@@ -260,15 +290,19 @@ def write_loop_state(
     loop: dict,
 ) -> None:
     """TF variables, the train metrics' windows, the training envs' states (None: they
-    cannot be saved), the last time step (numpy arrays) and the loop's counters."""
+    cannot be saved), the last time step (numpy arrays) and the loop's counters.
+
+    All of it is data a reader never executes: TF checkpoints, JSON and `trust.save`'s .npz
+    files, whose only pickles (whole gymnasium envs) are signed with the user's secret.
+    """
     variables.write(str(directory / "tf" / "state"))
     windows.write(str(directory / "tf" / "metric_windows"))
-    if env_states is not None:
-        (directory / "env.pkl").write_bytes(pickle.dumps(env_states))
+    if env_states is not None:  # plain data; a whole env pickled in it is signed
+        trust.save(directory / ENV_STATES, list(env_states))
         versions = package_versions(PICKLED_ENV_PACKAGES)
         (directory / ENV_VERSIONS).write_text(json.dumps(versions, indent=2) + "\n")
     if time_step is not None:
-        (directory / "time_step.pkl").write_bytes(pickle.dumps(time_step))
+        trust.save(directory / TIME_STEP, time_step)
     (directory / "loop.json").write_text(json.dumps(loop, indent=2) + "\n")
 
 
@@ -276,18 +310,76 @@ def read_loop_state(
     directory: Path, variables: tf.train.Checkpoint, windows: tf.train.Checkpoint
 ) -> tuple[dict, Any, list | None]:
     """Restores `write_loop_state`'s variables and windows; returns the loop's counters, the
-    saved time step (None if not saved) and the env states (None if not saved)."""
+    saved time step (None if not saved) and the env states (None if not saved).
+
+    A pickle this user did not sign (another user's, or any from before pickles were signed)
+    is not loaded unless --trust_run_dir: the resume starts new episodes with one warning."""
     variables.read(str(directory / "tf" / "state")).assert_consumed()
     if (directory / "tf" / "metric_windows.index").exists():  # not before 2026-12-01
         windows.read(str(directory / "tf" / "metric_windows")).assert_consumed()
     loop = json.loads((directory / "loop.json").read_text())
-    saved = directory / "time_step.pkl"
-    time_step = pickle.loads(saved.read_bytes()) if saved.exists() else None
-    envs = directory / "env.pkl"
+    trusted, refused = trust.run_dir_trusted(), []
+    time_step = _read_time_step(directory, trusted, refused)
     env_states = None
-    if envs.exists() and _env_stack_unchanged(directory):
-        env_states = pickle.loads(envs.read_bytes())
+    saved = [directory / name for name in (ENV_STATES, LEGACY_ENV_STATES)]
+    if any(path.exists() for path in saved) and _env_stack_unchanged(directory):
+        env_states = _read_env_states(directory, trusted, refused)
+    if refused:  # one line for all, as a resume under another stack warns
+        reasons: dict[str, list[str]] = {}
+        for name, why in refused:
+            reasons.setdefault(why, []).append(name)
+        logging.warning(
+            "checkpoint %s: not loading %s; new episodes start (pass --trust_run_dir to load "
+            "what is not signed if you trust this run directory)",
+            directory,
+            "; ".join(f"{' and '.join(names)}: {why}" for why, names in reasons.items()),
+        )
     return loop, time_step, env_states
+
+
+def _read_time_step(directory: Path, trusted: bool, refused: list[tuple[str, str]]) -> Any:
+    """The saved time step (None if absent or refused: why goes into `refused`)."""
+    path, legacy = directory / TIME_STEP, directory / LEGACY_TIME_STEP
+    try:
+        if path.exists():
+            return trust.load(path, trusted=trusted)
+        if legacy.exists():
+            if trusted:
+                return pickle.loads(legacy.read_bytes())
+            refused.append((legacy.name, UNSIGNED))
+    except ValueError as error:  # UntrustedPickle too
+        refused.append((path.name, str(error)))
+    return None
+
+
+def _read_env_states(directory: Path, trusted: bool, refused: list[tuple[str, str]]) -> list | None:
+    """The training envs' states, each `get_state()`'s bytes, with every pickle in them
+    signed by this user; None (and why in `refused`) where one is not and the run directory
+    is not trusted. Trusted ones are signed again here, so `set_state` takes them."""
+    path, legacy = directory / ENV_STATES, directory / LEGACY_ENV_STATES
+    if not path.exists():
+        if not trusted:
+            refused.append((legacy.name, UNSIGNED))
+            return None
+        states = pickle.loads(legacy.read_bytes())  # the user vouched for it
+        return [trust.dumps({"legacy": trust.Pickled(state)}) for state in states]
+    try:
+        states = trust.load(path)
+        if not isinstance(states, list) or not all(isinstance(s, bytes) for s in states):
+            raise ValueError("not a list of env states")
+        checked = []
+        for state in states:
+            try:
+                trust.loads(state)
+            except trust.UntrustedPickle:
+                if not trusted:
+                    raise
+                state = trust.dumps(trust.loads(state, trusted=True))
+            checked.append(state)
+    except ValueError as error:  # UntrustedPickle too
+        refused.append((path.name, str(error)))
+        return None
+    return checked
 
 
 def _env_stack_unchanged(directory: Path) -> bool:

@@ -64,10 +64,12 @@ def _truncate_events(directory: Path, keep_until: int) -> None:
     with tf.io.TFRecordWriter(str(tmp)) as writer:
         for event in kept:
             writer.write(event.SerializeToString())
-    os.replace(tmp, merged)
+    files.fsync_path(tmp)  # the data, before the rename makes it the only copy
+    files.replace_durably(tmp, merged)
     for path in old:
         if path != merged:
             path.unlink()
+    files.fsync_path(directory)  # the unlinks: old files back after a crash would repeat steps
 
 
 class MetricsLog:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -19,6 +20,7 @@ import gin
 from pipeline.errors import UserError
 from pipeline.run.files import (
     atomic_write_text,  # noqa: F401 (callers use rundir.atomic_write_text)
+    holds_own_run,
     parse_config_str,
 )
 from pipeline.run.versions import package_versions
@@ -54,6 +56,42 @@ def prepare(root_dir: Path) -> Path:
     return root_dir
 
 
+# What a start leaves before it writes config.gin and run.json (killed in between).
+START_LEFTOVERS = {".lock", ".write_probe"}
+# Folders the pipeline prunes (old checkpoints, exports, cut-back event files, Reverb's).
+PRUNED_FOLDERS = ("checkpoints", "policies", "train", "eval", "reverb")
+
+
+def check_writable_run(root_dir: Path) -> None:
+    """Refuses a --root_dir that is not the pipeline's to write into, before anything is written.
+
+    A fresh run takes a new or empty directory only: an existing one that holds files but no
+    run of ours (a TensorBoard folder, another tool's `train_eval` output with the same
+    `train/`, `eval/`, `policies/` names) is someone's data. And the folders the pipeline
+    prunes must stay inside the run: a link out of it would make the pruning delete there.
+    """
+    root_dir = Path(root_dir)
+    if not root_dir.is_dir():
+        return
+    if not holds_own_run(root_dir):
+        others = sorted(p.name for p in root_dir.iterdir() if p.name not in START_LEFTOVERS)
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise UserError(
+                f"--root_dir {root_dir} is not empty and holds no run (no config.gin or "
+                f"run.json; it has {shown}): choose a new or empty directory"
+            )
+    inside = root_dir.resolve()
+    for name in PRUNED_FOLDERS:
+        path = root_dir / name
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise UserError(
+                f"--root_dir {root_dir}: {name} is a link to {path.resolve()}, outside the run "
+                "directory, and the pipeline deletes old files in it: replace the link by a "
+                "folder, or use the target's run directory"
+            )
+
+
 def check_same_settings(root_dir: Path, config_text: str) -> None:
     """Refuses to resume a run whose config.gin differs from this command's settings."""
     path = Path(root_dir) / "config.gin"
@@ -72,28 +110,62 @@ def check_same_settings(root_dir: Path, config_text: str) -> None:
         )
 
 
+# flock's answers when another process holds the lock; anything else is the filesystem's.
+HELD_ELSEWHERE = {errno.EWOULDBLOCK, errno.EAGAIN}
+SHARED_FS_HELP = "README: Run directories on shared filesystems"
+
+
 class RunLock:
     """One process per run directory, through `flock` on `<root_dir>/.lock`.
 
     The kernel drops the lock when its process dies, however it dies, so a killed run never
     leaves the directory stuck. The file holds the owner's pid and host for the message.
+    Only EWOULDBLOCK means another holder: a filesystem that cannot lock (Lustre `noflock`:
+    ENOSYS; NFS without a lock daemon: ENOLCK) is named as such, and `--no_lock`
+    (`enabled=False`) runs without the lock, with a warning, for users who know they are alone.
     """
 
-    def __init__(self, root_dir: Path):
+    def __init__(self, root_dir: Path, enabled: bool = True):
         self.path = Path(root_dir) / ".lock"
+        self.enabled = enabled
         self._file = None
 
     def acquire(self) -> RunLock:
-        f = open(self.path, "a+", encoding="utf-8")
+        """Takes the lock, or raises a one-line UserError saying why it cannot."""
+        if not self.enabled:
+            print(
+                f"warning: --no_lock: {self.path.parent} is not locked; two processes started "
+                "on it would both write it (and corrupt it): start one at a time",
+                file=sys.stderr,
+                flush=True,
+            )
+            return self
+        try:
+            f = open(self.path, "a+", encoding="utf-8")
+        except OSError as error:
+            raise UserError(
+                f"cannot open the lock file {self.path} ({error.strerror}): fix its permissions, "
+                "or choose another --root_dir"
+            ) from None
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            owner = f.read().strip() or "another process"
+        except OSError as error:
+            if error.errno in HELD_ELSEWHERE:
+                f.seek(0)
+                owner = f.read().strip() or "another process"
+                f.close()
+                raise UserError(
+                    f"--root_dir {self.path.parent} is in use by {owner}: wait for it to finish "
+                    "(or stop it), or choose another --root_dir"
+                ) from None
             f.close()
+            name = errno.errorcode.get(error.errno, str(error.errno))
             raise UserError(
-                f"--root_dir {self.path.parent} is in use by {owner}: wait for it to finish "
-                "(or stop it), or choose another --root_dir"
+                f"cannot lock --root_dir {self.path.parent}: flock on {self.path} failed "
+                f"({error.strerror}, {name}), so this filesystem cannot keep two processes out "
+                f"of one run (NFS needs its lock daemon; see {SHARED_FS_HELP}): choose a "
+                "--root_dir on a filesystem with locks, or pass --no_lock and start one process "
+                "at a time"
             ) from None
         f.seek(0)
         f.truncate()

@@ -126,6 +126,11 @@ def build_sweep(
 def write_sweep_file(sweep: Sweep) -> None:
     """Writes sweep.json atomically, refusing a directory that holds another sweep."""
     path = sweep.sweep_dir / SWEEP_FILE
+    if sweep.sweep_dir.is_dir() and not path.is_file() and any(sweep.sweep_dir.iterdir()):
+        raise SweepError(
+            f"--sweep_dir {sweep.sweep_dir} is not empty and holds no sweep (no {SWEEP_FILE}): "
+            "choose a new or empty directory"
+        )
     if path.is_file():
         try:
             before = json.loads(path.read_text(encoding="utf-8"))

@@ -78,6 +78,11 @@ def role(port: int, name: str, index: int | None = None) -> int:
     return pids[0]
 
 
+def exposure_warnings(stderr: str) -> list[str]:
+    """The launcher's line on who can reach the Reverb server (every interface, no auth)."""
+    return [line for line in stderr.splitlines() if line.startswith("warning: the Reverb server")]
+
+
 def log_of(root: Path, name: str) -> str:
     path = root / "logs" / f"{name}.log"
     return path.read_text(errors="replace") if path.exists() else ""
@@ -111,6 +116,11 @@ def test_distributed_cartpole_learns_and_survives_killed_roles(tmp_path):
             launcher.kill()
             launcher.wait()
     assert launcher.returncode == 0, err[-3000:]
+    assert exposure_warnings(err) == [
+        f"warning: the Reverb server listens on port {port} on every network interface of this "
+        "machine and accepts unauthenticated connections from any host that can reach it (they "
+        f"can read and write the replay and the weights): keep port {port} firewalled"
+    ], err[-3000:]
     assert "collector-1 exited with status -9: restarting" in err
     assert "learner exited with status -9: restarting" in err
     assert "server exited with status 0: restarting" in err
@@ -137,13 +147,18 @@ def test_distributed_cartpole_learns_and_survives_killed_roles(tmp_path):
         "distributed.server_checkpoint_interval_s=7.0",
         "distributed.connect_timeout_s=90.0",
     ]
+    # And with --no_lock, which the launcher hands to the learner (the run's lock holder).
     extended = subprocess.run(
         [sys.executable, "-m", "pipeline.distributed.launch", *CARTPOLE,
          *[f"--gin_bindings={b}" for b in more], f"--root_dir={root}", f"--port={free_port()}",
-         "--num_collectors=2"],
+         "--num_collectors=2", "--no_lock"],
         cwd=REPO, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert extended.returncode == 0, extended.stderr[-3000:]
+    assert len(exposure_warnings(extended.stderr)) == 1
+    lines = extended.stderr.splitlines()
+    no_lock = [line for line in lines if line.startswith("warning: --no_lock")]
+    assert len(no_lock) == 1 and str(root) in no_lock[0], extended.stderr[-3000:]
     assert "resumed from checkpoint at 8,000 env steps" in log_of(root, "learner")
     assert [r for r in read_metrics(root) if "eval_return_mean" in r][-1]["env_steps"] == 10_000
     assert "exited with status 0: restarting" not in extended.stderr  # done is not dead

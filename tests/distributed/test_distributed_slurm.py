@@ -131,6 +131,12 @@ def test_distributed_run_on_slurm_requeues_at_the_time_limit_warning_and_complet
         assert (root / "logs" / f"{role}.log").exists(), role
     addresses = re.findall(r"launching server at (\S+?),", job_out)
     assert len(addresses) == 2, report
+    exposed = re.findall(
+        r"warning: the Reverb server listens on port (\d+) on every network "
+        r"interface of (\S+) and accepts unauthenticated connections",
+        job_out,
+    )
+    assert exposed == [(a.rsplit(":", 1)[1], a.rsplit(":", 1)[0]) for a in addresses], report
     for address in addresses:  # each attempt's collectors were handed that attempt's server
         for index in (0, 1):
             assert any(f"--server={address} --index={index}" in line for line in collectors_seen), (

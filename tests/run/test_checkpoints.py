@@ -46,7 +46,7 @@ def writer(payload: str):
     return write
 
 
-def reader(directory: Path) -> str:
+def reader(directory: Path, replay_intact: bool = True) -> str:
     return (directory / "sub" / "data.txt").read_text()
 
 

@@ -136,5 +136,5 @@ def test_an_interrupted_replacement_is_put_back(tmp_path: Path):
     store = CheckpointStore(tmp_path, keep=1)
     path = store.save(100, lambda d: (d / "data.txt").write_text("first"))
     os.replace(path, tmp_path / f".{path.name}.replaced")  # where a kill would leave it
-    assert store.load_latest(lambda d: (d / "data.txt").read_text()) == (100, "first")
+    assert store.load_latest(lambda d, _: (d / "data.txt").read_text()) == (100, "first")
     assert [p.name for p in tmp_path.iterdir()] == [path.name]

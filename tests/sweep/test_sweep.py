@@ -103,6 +103,22 @@ def test_malformed_grids_are_refused(grid, fragment):
 # --- the command line ---------------------------------------------------------------------------
 
 
+def test_a_folder_that_holds_no_sweep_is_refused(tmp_path: Path):
+    """sweep.json, aggregate.md and the logs would land among someone else's files."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "aggregate.md").write_text("a user's table")
+    result = sweep_cli(
+        "--gin_file=dqn_cartpole.gin", "--grid=train.batch_size=32,64", "--seeds=0",
+        f"--sweep_dir={folder}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "holds no sweep" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in folder.iterdir()] == ["aggregate.md"]
+    assert (folder / "aggregate.md").read_text() == "a user's table"
+
+
 def test_dry_run_prints_stable_commands_and_writes_nothing(tmp_path: Path):
     args = [
         "--gin_file=dqn_cartpole.gin",

@@ -22,6 +22,7 @@ from pipeline.analysis.report.tables import (
     setting_row,
 )
 from pipeline.analysis.runs import ReportError, load_runs
+from pipeline.run.files import fsync_path, replace_durably
 
 PNG_FILE = "learning_curves.png"
 MARKDOWN_FILE = "report.md"
@@ -166,9 +167,11 @@ def build_report(
 
 
 def write_files(out: Path, files: dict[str, bytes]) -> None:
-    """Temporary siblings then renames: a reader never sees half a report."""
+    """Temporary siblings, fsynced, then durable renames: a reader never sees half a report,
+    and a crash leaves each file old or new."""
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         tmp = out / f".{name}.{os.getpid()}.tmp"
         tmp.write_bytes(data)
-        os.replace(tmp, out / name)
+        fsync_path(tmp)
+        replace_durably(tmp, out / name)
