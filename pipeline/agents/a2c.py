@@ -18,31 +18,7 @@ from tf_agents.policies import actor_policy
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-
-def n_step_returns(
-    rewards: tf.Tensor,
-    discounts: tf.Tensor,
-    values: tf.Tensor,
-    bootstrap_value: tf.Tensor,
-    boundary: tf.Tensor,
-    gamma: float,
-) -> tf.Tensor:
-    """`[B, T]` bootstrapped returns, batch-major.
-
-    `rewards[t]`, `discounts[t]` belong to the transition s_t -> s_{t+1} (a discount of 0
-    ends an episode, a truncation keeps it); `values[t]` = V(s_t); `bootstrap_value` = V(s_T).
-    Where `boundary[t]` (s_t is an episode's LAST step, so t -> t+1 is not a transition),
-    R_t = V(s_t): the recursion stops there, and the step before bootstraps from the value
-    of the episode's final observation (which a termination's zero discount removes).
-    """
-
-    def step(following, inputs):
-        reward, discount, value, cut = inputs
-        return tf.where(cut, value, reward + gamma * discount * following)
-
-    time_major = [tf.transpose(x) for x in (rewards, discounts, values, boundary)]
-    returns = tf.scan(step, time_major, initializer=bootstrap_value, reverse=True)
-    return tf.transpose(returns)
+from pipeline.agents.returns import lambda_returns
 
 
 @gin.configurable
@@ -102,7 +78,7 @@ class A2CAgent(tf_agent.TFAgent):
             last_next.observation, step_type=last_next.step_type, network_state=(), training=True
         )
         boundary = tf.equal(time_steps.step_type, ts.StepType.LAST)
-        returns = n_step_returns(
+        returns = lambda_returns(  # λ = 1: the n-step returns
             next_time_steps.reward,
             next_time_steps.discount,
             tf.stop_gradient(values),

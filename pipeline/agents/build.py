@@ -21,6 +21,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
 from envs import toy_mdp
+from pipeline.agents.ppo import with_bootstrapped_returns
 from pipeline.agents.synced_target import with_synced_target
 from pipeline.errors import UserError
 
@@ -130,8 +131,10 @@ def build_on_policy(
 
     TF-Agents' agents disagree on argument names (`actor_network` vs `actor_net`), so they
     are looked up in the class's signature. The optimizer's slots are created up front so a
-    checkpoint can be restored before the first update.
+    checkpoint can be restored before the first update. TF-Agents' PPO agents get returns and
+    advantages that bootstrap truncations and batch ends (`pipeline.agents.ppo`).
     """
+    agent_class = with_bootstrapped_returns(agent_class)
     observation_spec = tensor_spec.from_spec(time_step_spec.observation)
     actor = actor_network_class(observation_spec, action_spec)
     kwargs = {_first_parameter(agent_class, "actor_network", "actor_net"): actor}

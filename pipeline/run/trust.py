@@ -37,6 +37,7 @@ import numpy as np
 from absl import flags, logging
 
 from pipeline.errors import UserError
+from pipeline.run.files import fsync_path
 
 SECRET_ENV = "PIPELINE_SECRET_FILE"
 TRUST_FLAG = "trust_run_dir"
@@ -114,11 +115,7 @@ def _create_secret(path: Path) -> None:
                 f.write(tmp.read_bytes())
                 f.flush()
                 os.fsync(f.fileno())
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_path(path.parent)
         logging.info("created the secret that signs checkpoints' pickles: %s", path)
     finally:
         tmp.unlink(missing_ok=True)

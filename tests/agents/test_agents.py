@@ -14,8 +14,8 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
 from pipeline import config
-from pipeline.agents.a2c import n_step_returns
 from pipeline.agents.networks import DuelingQNetwork
+from pipeline.agents.returns import lambda_returns
 from pipeline.errors import UserError
 from pipeline.loops import off_policy
 from pipeline.run import rundir
@@ -120,13 +120,13 @@ def test_a2c_returns_and_advantages_match_a_hand_computed_example():
     discounts = tf.constant([[1.0, 0.0, 1.0, 1.0]])
     values = tf.constant([[10.0, 20.0, 30.0, 40.0]])
     boundary = tf.constant([[False, False, True, False]])
-    returns = n_step_returns(rewards, discounts, values, tf.constant([8.0]), boundary, 0.5)
+    returns = lambda_returns(rewards, discounts, values, tf.constant([8.0]), boundary, 0.5)
     # R_3 = 4 + 0.5 * 8 = 8; R_2 = V(s_2) = 30 (boundary); R_1 = 2 + 0.5 * 0 * 30 = 2;
     # R_0 = 1 + 0.5 * 1 * 2 = 2.
     np.testing.assert_allclose(returns, [[2.0, 2.0, 30.0, 8.0]])
     np.testing.assert_allclose(returns - values, [[-8.0, -18.0, 0.0, -32.0]])
     # A truncation keeps the discount: the step before bootstraps from the LAST state's value.
-    truncated = n_step_returns(
+    truncated = lambda_returns(
         rewards, tf.constant([[1.0, 1.0, 1.0, 1.0]]), values, tf.constant([8.0]), boundary, 0.5
     )
     np.testing.assert_allclose(truncated[0, :2], [1 + 0.5 * (2 + 0.5 * 30), 2 + 0.5 * 30])
