@@ -18,7 +18,7 @@ from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
 from pipeline.errors import UnsupportedSpaceError
-from pipeline.run import trust
+from pipeline.run import plain_data
 
 # Built once: ts.restart/transition/termination re-check types on every call, which costs
 # more than a CartPole step itself. These are the same values those helpers produce.
@@ -53,8 +53,8 @@ def describe(env: gym.Env) -> str:
 
 
 def _unpickle(blob: bytes) -> Any:
-    """Unpickles what `trust.loads` vouched for (a `Pickled`), never plain bytes."""
-    if not isinstance(blob, trust.Pickled):
+    """Unpickles what `plain_data.loads` vouched for (a `Pickled`), never plain bytes."""
+    if not isinstance(blob, plain_data.Pickled):
         raise ValueError("the env's state holds a pickle nobody signed: not loading it")
     return pickle.loads(blob)
 
@@ -130,7 +130,7 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
 
     def get_state(self) -> bytes | None:
         """Everything needed to continue exactly here (wrappers, RNG, episode position), as
-        bytes that hold plain data (`pipeline.run.trust.dumps`), not a pickle to trust.
+        bytes that hold plain data (`pipeline.run.plain_data.dumps`), not a pickle to trust.
 
         An env with `checkpoint_state()` (our Atari wrapper: the emulator cannot be
         pickled) gives its own plain data; any other is pickled whole, and that pickle is
@@ -142,28 +142,30 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
             env = {"own": saver()}
         else:
             try:
-                env = {"pickled": trust.Pickled(pickle.dumps(self._env))}
+                env = {"pickled": plain_data.Pickled(pickle.dumps(self._env))}
             except (TypeError, AttributeError, pickle.PicklingError):
                 return None
         state = {"env": env, "next_seed": self._next_seed, "time_step": self._current_time_step}
-        return trust.dumps(state)
+        return plain_data.dumps(state)
 
     def set_state(self, state: bytes) -> None:
         """Restores `get_state()`'s result; the next `step` continues that episode.
 
-        Unpickles only what `trust.loads` vouches for: a pickle signed with this user's
+        Unpickles only what `plain_data.loads` vouches for: a pickle signed with this user's
         secret. (A checkpoint written before pickles were signed comes here re-signed as
         "legacy" once the user passed --trust_run_dir.)
         """
-        saved = trust.loads(state)
+        saved = plain_data.loads(state)
         if "legacy" in saved:  # the whole state was one pickle, which the user trusted
             saved = _unpickle(saved["legacy"])
             kind, env = saved["env"]
             if kind == "own":  # its emulator state was a pickle inside that pickle
-                own = {k: trust.Pickled(v) if isinstance(v, bytes) else v for k, v in env.items()}
+                own = {
+                    k: plain_data.Pickled(v) if isinstance(v, bytes) else v for k, v in env.items()
+                }
                 saved["env"] = {"own": own}
             else:
-                saved["env"] = {"pickled": trust.Pickled(env)}
+                saved["env"] = {"pickled": plain_data.Pickled(env)}
         env = saved["env"]
         if "own" in env:
             self._env.restore_checkpoint_state(env["own"])

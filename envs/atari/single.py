@@ -13,7 +13,7 @@ import numpy as np
 from envs.atari.games import RAW_SHAPE, noop_action, pseudo_reset_action
 from envs.atari.options import Preprocessing
 from envs.frame_stack import FrameStacker
-from pipeline.run.trust import Pickled
+from pipeline.run.plain_data import Pickled
 
 _FIRST_ONLY = np.ones(1, dtype=bool)
 _NOT_FIRST = np.zeros(1, dtype=bool)

@@ -27,6 +27,7 @@ import tensorflow as tf
 from tf_agents.agents.ppo import ppo_agent
 from tf_agents.trajectories import time_step as ts
 
+from pipeline.agents.mixins import mixed_in
 from pipeline.agents.returns import lambda_returns
 
 
@@ -96,8 +97,4 @@ def with_bootstrapped_returns(agent_class: type) -> type:
         and agent_class.compute_return_and_advantage is _TF_AGENTS_RETURNS
     ):
         return agent_class
-    return type(
-        agent_class.__name__,
-        (BootstrappedReturns, agent_class),
-        {"__module__": __name__, "__doc__": agent_class.__doc__},
-    )
+    return mixed_in(BootstrappedReturns, agent_class, __name__)

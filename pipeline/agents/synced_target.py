@@ -25,6 +25,8 @@ import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.utils import common
 
+from pipeline.agents.mixins import mixed_in
+
 
 class SyncedTarget:
     """Mixin for `DqnAgent`/`DdqnAgent`: one online pass on s' when the target is synced."""
@@ -102,8 +104,4 @@ def with_synced_target(agent_class: type) -> type:
         and agent_class._compute_next_q_values in _TF_AGENTS_NEXT_Q
     ):
         return agent_class
-    return type(
-        agent_class.__name__,
-        (SyncedTarget, agent_class),
-        {"__module__": __name__, "__doc__": agent_class.__doc__},
-    )
+    return mixed_in(SyncedTarget, agent_class, __name__)

@@ -35,7 +35,7 @@ from pipeline.agents.policies import GeneratorSamplingPolicy
 from pipeline.errors import UserError
 from pipeline.loops.base import TrainingLoop
 from pipeline.loops.settings import LoopSettings
-from pipeline.run import trust
+from pipeline.run import plain_data, trust
 from pipeline.run.checkpoints import UNSIGNED
 from pipeline.run.metrics import MetricsLog
 
@@ -153,7 +153,7 @@ class OnPolicyExperiment(TrainingLoop):
     def _save_extra(self, directory: Path) -> None:
         """The carried step as plain arrays (none: no file), in `collect_data_spec`'s order."""
         if self._carry is not None:
-            trust.save(directory / CARRY, tf.nest.flatten(self._carry))
+            plain_data.save(directory / CARRY, tf.nest.flatten(self._carry))
 
     def _restore_extra(self, directory: Path) -> None:
         """Reads the carried step back (`_cut_episodes` drops it if new episodes start).
@@ -163,7 +163,7 @@ class OnPolicyExperiment(TrainingLoop):
         self._carry = None
         path, legacy = directory / CARRY, directory / LEGACY_CARRY
         if path.exists():
-            flat = [np.asarray(array) for array in trust.load(path)]
+            flat = [np.asarray(array) for array in plain_data.load(path)]
             self._carry = tf.nest.pack_sequence_as(self.agent.collect_data_spec, flat)
         elif legacy.exists():
             if trust.run_dir_trusted():

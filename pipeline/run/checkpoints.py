@@ -25,12 +25,12 @@ import tensorflow as tf
 from absl import logging
 
 from pipeline.errors import UserError
-from pipeline.run import trust
+from pipeline.run import plain_data, trust
 from pipeline.run.files import fsync_path, replace_durably
 from pipeline.run.versions import PICKLED_ENV_PACKAGES, changed, package_versions
 
 MANIFEST = "MANIFEST.json"
-ENV_STATES = "env.npz"  # the training envs' states (`trust.save`: plain data, signed pickles)
+ENV_STATES = "env.npz"  # the training envs' states (`plain_data.save`: plain data, signed pickles)
 TIME_STEP = "time_step.npz"  # the training envs' last time step (plain data)
 ENV_VERSIONS = "env_versions.json"  # the versions of the packages the env states come from
 # Unsigned pickles of checkpoints written before pickles were signed: loaded only when trusted.
@@ -292,17 +292,17 @@ def write_loop_state(
     """TF variables, the train metrics' windows, the training envs' states (None: they
     cannot be saved), the last time step (numpy arrays) and the loop's counters.
 
-    All of it is data a reader never executes: TF checkpoints, JSON and `trust.save`'s .npz
+    All of it is data a reader never executes: TF checkpoints, JSON and `plain_data.save`'s .npz
     files, whose only pickles (whole gymnasium envs) are signed with the user's secret.
     """
     variables.write(str(directory / "tf" / "state"))
     windows.write(str(directory / "tf" / "metric_windows"))
     if env_states is not None:  # plain data; a whole env pickled in it is signed
-        trust.save(directory / ENV_STATES, list(env_states))
+        plain_data.save(directory / ENV_STATES, list(env_states))
         versions = package_versions(PICKLED_ENV_PACKAGES)
         (directory / ENV_VERSIONS).write_text(json.dumps(versions, indent=2) + "\n")
     if time_step is not None:
-        trust.save(directory / TIME_STEP, time_step)
+        plain_data.save(directory / TIME_STEP, time_step)
     (directory / "loop.json").write_text(json.dumps(loop, indent=2) + "\n")
 
 
@@ -342,7 +342,7 @@ def _read_time_step(directory: Path, trusted: bool, refused: list[tuple[str, str
     path, legacy = directory / TIME_STEP, directory / LEGACY_TIME_STEP
     try:
         if path.exists():
-            return trust.load(path, trusted=trusted)
+            return plain_data.load(path, trusted=trusted)
         if legacy.exists():
             if trusted:
                 return pickle.loads(legacy.read_bytes())
@@ -362,19 +362,19 @@ def _read_env_states(directory: Path, trusted: bool, refused: list[tuple[str, st
             refused.append((legacy.name, UNSIGNED))
             return None
         states = pickle.loads(legacy.read_bytes())  # the user vouched for it
-        return [trust.dumps({"legacy": trust.Pickled(state)}) for state in states]
+        return [plain_data.dumps({"legacy": plain_data.Pickled(state)}) for state in states]
     try:
-        states = trust.load(path)
+        states = plain_data.load(path)
         if not isinstance(states, list) or not all(isinstance(s, bytes) for s in states):
             raise ValueError("not a list of env states")
         checked = []
         for state in states:
             try:
-                trust.loads(state)
-            except trust.UntrustedPickle:
+                plain_data.loads(state)
+            except plain_data.UntrustedPickle:
                 if not trusted:
                     raise
-                state = trust.dumps(trust.loads(state, trusted=True))
+                state = plain_data.dumps(plain_data.loads(state, trusted=True))
             checked.append(state)
     except ValueError as error:  # UntrustedPickle too
         refused.append((path.name, str(error)))

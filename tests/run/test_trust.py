@@ -21,7 +21,7 @@ from tf_agents.trajectories import time_step as ts
 import envs
 from pipeline.errors import UserError
 from pipeline.loops.on_policy import OnPolicyExperiment
-from pipeline.run import trust
+from pipeline.run import plain_data, trust
 from pipeline.run.checkpoints import read_loop_state, write_loop_state
 from tests.conftest import REPO
 from tests.run.test_untrusted_run_dir import TouchOnLoad
@@ -47,12 +47,12 @@ def test_plain_data_round_trips_exactly_and_npz_files_open_without_pickle(tmp_pa
     )
     rng = np.random.default_rng(3).bit_generator.state  # 128-bit ints
     tree = {"step": step, "rng": rng, "ale": b"\x00\xff", "flags": [True, None, "x", 2.5]}
-    data = trust.dumps(tree)
-    assert data == trust.dumps(tree)  # the same state, the same bytes
-    trust.save(tmp_path / "tree.npz", tree)
+    data = plain_data.dumps(tree)
+    assert data == plain_data.dumps(tree)  # the same state, the same bytes
+    plain_data.save(tmp_path / "tree.npz", tree)
     with np.load(tmp_path / "tree.npz", allow_pickle=False) as saved:
         assert len(saved.files) == 1 + 6  # the structure and six buffers
-    for back in (trust.loads(data), trust.load(tmp_path / "tree.npz")):
+    for back in (plain_data.loads(data), plain_data.load(tmp_path / "tree.npz")):
         assert type(back["step"]) is ts.TimeStep and back["rng"] == rng
         assert back["ale"] == b"\x00\xff" and back["flags"] == [True, None, "x", 2.5]
         assert back["step"].discount.dtype == np.float32 and back["step"].discount.shape == ()
@@ -69,30 +69,30 @@ def test_plain_data_round_trips_exactly_and_npz_files_open_without_pickle(tmp_pa
 )
 def test_what_is_not_plain_data_is_refused_when_saved(value):
     with pytest.raises(TypeError, match="plain data"):
-        trust.dumps({"x": value})
+        plain_data.dumps({"x": value})
 
 
 def test_pickles_are_signed_and_altered_or_foreign_ones_refused(tmp_path: Path, monkeypatch):
-    data = trust.dumps({"env": trust.Pickled(b"a pickle")})
-    assert type(trust.loads(data)["env"]) is trust.Pickled
+    data = plain_data.dumps({"env": plain_data.Pickled(b"a pickle")})
+    assert type(plain_data.loads(data)["env"]) is plain_data.Pickled
     altered = data.replace(b"a pickle", b"A pickle")
-    with pytest.raises(trust.UntrustedPickle, match="altered"):
-        trust.loads(altered)
-    assert trust.loads(altered, trusted=True)["env"] == b"A pickle"
+    with pytest.raises(plain_data.UntrustedPickle, match="altered"):
+        plain_data.loads(altered)
+    assert plain_data.loads(altered, trusted=True)["env"] == b"A pickle"
     monkeypatch.setenv(trust.SECRET_ENV, str(tmp_path / "another users secret"))
     (tmp_path / "another users secret").write_text("x" * 64)
-    with pytest.raises(trust.UntrustedPickle, match="another user"):
-        trust.loads(data)
+    with pytest.raises(plain_data.UntrustedPickle, match="another user"):
+        plain_data.loads(data)
 
 
 def test_the_bridge_unpickles_only_signed_pickles(tmp_path: Path):
     """A state whose env slot holds plain bytes (nobody vouched for them) is not unpickled."""
     env = envs.load_gymnasium(seed=5)
     env.reset()
-    state = trust.loads(env.get_state())
+    state = plain_data.loads(env.get_state())
     state["env"] = {"pickled": pickle.dumps(TouchOnLoad(tmp_path / "marker"))}  # bytes
     with pytest.raises(ValueError, match="nobody signed"):
-        env.set_state(trust.dumps(state))
+        env.set_state(plain_data.dumps(state))
     assert not (tmp_path / "marker").exists()
 
 
@@ -153,10 +153,10 @@ def test_an_altered_env_state_starts_new_episodes_unless_trusted(tmp_path: Path,
     assert not list(directory.glob("*.pkl"))
     assert read_loop_state(directory, variables, windows)[2] is not None
 
-    (state,) = trust.load(directory / "env.npz")
+    (state,) = plain_data.load(directory / "env.npz")
     altered = state.replace(b"CartPoleEnv", b"CartPoleEnw", 1)  # in the pickled env
     assert altered != state
-    trust.save(directory / "env.npz", [altered])
+    plain_data.save(directory / "env.npz", [altered])
 
     loop, time_step, env_states = read_loop_state(directory, variables, windows)
     assert env_states is None and loop == {"steps": 100} and time_step is not None
@@ -165,7 +165,7 @@ def test_an_altered_env_state_starts_new_episodes_unless_trusted(tmp_path: Path,
 
     trust.set_trusted(True)
     (loaded,) = read_loop_state(directory, variables, windows)[2]
-    assert trust.loads(loaded)  # signed again: `set_state` takes it
+    assert plain_data.loads(loaded)  # signed again: `set_state` takes it
 
 
 def test_on_policy_carry_is_plain_data_and_an_old_pickle_needs_trust(tmp_path: Path, untrusted):
