@@ -324,6 +324,9 @@ def read_loop_state(
     saved = [directory / name for name in (ENV_STATES, LEGACY_ENV_STATES)]
     if any(path.exists() for path in saved) and _env_stack_unchanged(directory):
         env_states = _read_env_states(directory, trusted, refused)
+    if env_states is not None and time_step is None:  # the envs go on only from their step
+        refused.append((ENV_STATES, "its time step is not loaded"))
+        env_states = None
     if refused:  # one line for all, as a resume under another stack warns
         reasons: dict[str, list[str]] = {}
         for name, why in refused:

@@ -63,6 +63,11 @@ def plant_pickles(run_copy: Path, marker: Path) -> None:
         for old in checkpoint.glob(f"{name}.*"):
             old.unlink()
         (checkpoint / f"{name}.pkl").write_bytes(pickle.dumps(TouchOnLoad(marker)))
+    reseal(checkpoint)
+
+
+def reseal(checkpoint: Path) -> None:
+    """Recomputes MANIFEST.json, as whoever altered the files can."""
     manifest = json.loads((checkpoint / "MANIFEST.json").read_text())
     manifest["files"] = {
         str(path.relative_to(checkpoint)): {
@@ -166,3 +171,20 @@ def test_evaluate_plays_only_exports_this_user_signed(small_run: Path, tmp_path:
     model.write_bytes(model.read_bytes() + b"\0")  # altered after it was signed
     altered = cli("pipeline.evaluate", f"--root_dir={run_copy}")
     assert altered.returncode == 2 and "altered" in altered.stderr, altered.stderr[-3000:]
+
+
+def test_a_malformed_time_step_starts_new_episodes(small_run: Path, tmp_path: Path):
+    """time_step.npz that is not plain data (resealed, so the checksums pass): the envs cannot
+    continue without it, so the resume starts new episodes with one warning, no traceback."""
+    run_copy = tmp_path / "run"
+    shutil.copytree(small_run, run_copy, symlinks=True)
+    checkpoint = run_copy / CHECKPOINT
+    (checkpoint / "time_step.npz").write_bytes(b"not an npz")
+    reseal(checkpoint)
+    resumed = train_cli(
+        *bindings(*SMALL_RUN[1:], "train.total_env_steps=500"), f"--root_dir={run_copy}", cwd=REPO
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed_from(resumed) == 400 and "Traceback" not in resumed.stderr
+    warnings = [line for line in resumed.stderr.splitlines() if "not loading" in line]
+    assert len(warnings) == 1 and "time_step.npz" in warnings[0], resumed.stderr[-3000:]
