@@ -238,7 +238,8 @@ def test_env_states_come_back_only_under_the_stack_that_pickled_them(tmp_path: P
     variables, windows = tf.train.Checkpoint(v=tf.Variable(3)), tf.train.Checkpoint()
     directory = tmp_path / "run" / "checkpoints" / "ckpt-000000000100"
     (directory / "tf").mkdir(parents=True)
-    write_loop_state(directory, variables, windows, [env.get_state()], None, {"steps": 100})
+    time_step = env.current_time_step()  # the envs are saved with the step they are at
+    write_loop_state(directory, variables, windows, [env.get_state()], time_step, {"steps": 100})
     assert read_loop_state(directory, variables, windows)[2] == [env.get_state()]
 
     recorded = json.loads((directory / ENV_VERSIONS).read_text())
