@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 import pipeline  # noqa: F401  (before any test imports TF-Agents: prepares either stack)
 from pipeline import stack
+
+pytest_plugins = ("pytester",)  # tests/test_conftest.py runs pytest on small test files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +48,20 @@ def bindings(*items: str) -> list[str]:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def in_ci() -> bool:
+    """CI (`bash .ci/run` with CI=true, as root) must run every real-fault test."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def skip_unless_ci(reason: str) -> NoReturn:
+    """For a test of a real fault or service (root, a tmpfs or FUSE mount, Slurm) that cannot
+    run here: skipped on a developer's machine, but a failure in CI, so that a CI machine
+    unable to run it is noticed instead of passing without it."""
+    if in_ci():
+        pytest.fail(f"CI=true, but this real-fault test cannot run here: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 requires_reverb = pytest.mark.skipif(

@@ -39,11 +39,47 @@ def test_torch_adam_matches_the_pytorch_rule_where_keras_adam_does_not():
     assert np.abs(keras - expected).max() > 1e-3
 
 
-def test_torch_adam_keeps_keras_options_that_do_not_touch_the_rule():
-    grads = [np.full(3, 100.0, np.float32)]
-    start = np.zeros(3, np.float32)
-    clipped = run(TorchAdam(learning_rate=0.1, global_clipnorm=1.0), start, grads)
-    np.testing.assert_allclose(clipped, -0.1, rtol=1e-5)  # first step: lr * sign(g)
+def clip_by_global_norm(grads: list[np.ndarray], clip: float) -> list[np.ndarray]:
+    """All of one step's gradients scaled together by clip / their joint norm, when above."""
+    norm = np.sqrt(sum(np.sum(np.square(g, dtype=np.float64)) for g in grads))
+    return [g.astype(np.float64) * min(1.0, clip / norm) for g in grads]
+
+
+def test_torch_adam_clips_all_gradients_by_their_global_norm():
+    """gin/dqn_cartpole.gin binds TorchAdam.global_clipnorm = 10 (SB3's max_grad_norm). Adam's
+    first step is lr * sign(g) clipped or not; from the second on, m and v mix the steps' sizes,
+    so the weights differ with the clipping, and with a per-variable one (step 3)."""
+    steps = [  # per step: the gradients of two variables
+        [np.array([30.0, -40.0, 0.0]), np.array([0.0, 0.0])],  # joint norm 50: scaled 1/50
+        [np.array([-0.3, 0.2, 0.1]), np.array([0.2, -0.1])],  # norm 0.44: kept
+        [np.array([3.0, 1.0, -2.0]), np.array([-6.0, 2.0])],  # norm 7.5: scaled, jointly
+    ]
+    steps = [[g.astype(np.float32) for g in grads] for grads in steps]
+    starts = [np.zeros(3, np.float32), np.zeros(2, np.float32)]
+
+    def reference(clipped_steps):
+        return [
+            torch_adam_reference(start, [grads[i] for grads in clipped_steps], lr=0.1, eps=1e-8)
+            for i, start in enumerate(starts)
+        ]
+
+    expected = reference([clip_by_global_norm(grads, 1.0) for grads in steps])
+    unclipped = reference(steps)
+    per_variable = reference([[clip_by_global_norm([g], 1.0)[0] for g in gs] for gs in steps])
+    optimizer = TorchAdam(learning_rate=0.1, epsilon=1e-8, global_clipnorm=1.0)
+    variables = [tf.Variable(start) for start in starts]
+    for grads in steps:
+        optimizer.apply_gradients(list(zip(map(tf.constant, grads), variables, strict=True)))
+    for variable, want, plain, alone in zip(
+        variables, expected, unclipped, per_variable, strict=True
+    ):
+        np.testing.assert_allclose(variable.numpy(), want, rtol=0, atol=1e-5)  # float32
+        # the check can fail: without the clipping, or clipping each variable alone, the
+        # weights would be 100x the tolerance away
+        assert np.abs(plain - want).max() > 1e-3 and np.abs(alone - want).max() > 1e-3
+
+
+def test_torch_adam_refuses_amsgrad():
     with pytest.raises(ValueError, match="amsgrad"):
         TorchAdam(amsgrad=True)
 

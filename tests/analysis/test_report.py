@@ -18,6 +18,7 @@ from PIL import Image
 from pipeline import report
 from pipeline.analysis.report import stats, tables
 from pipeline.analysis.runs import load_run
+from tests import bootstrap_exact
 from tests.conftest import REPO, TINY_RUN, bindings
 
 FAST = ["--reps", "200"]  # bootstrap resamples: enough for the tests, quick on 2 cores
@@ -143,8 +144,11 @@ def test_report_on_real_tiny_runs_matches_their_metrics(tiny_seeds: list[Path], 
     assert float(row["final_return_mean"]) == pytest.approx(statistics.mean(finals))
     assert float(row["final_return_std"]) == pytest.approx(statistics.stdev(finals))
     assert float(row["iqm"]) == pytest.approx(statistics.mean(finals))  # 3 seeds: no trim
-    assert float(row["iqm_ci_low"]) >= min(finals) - 1e-9
-    assert float(row["iqm_ci_high"]) <= max(finals) + 1e-9
+    # The CI is a 95% percentile bootstrap over these seeds: each bound within the data, and
+    # past the exact bootstrap's 15% (85%) quantile, which 200 draws miss with p < 1e-6.
+    low, high = float(row["iqm_ci_low"]), float(row["iqm_ci_high"])
+    assert min(finals) - 1e-9 <= low <= bootstrap_exact.quantile(finals, 0.15) + 1e-9, low
+    assert bootstrap_exact.quantile(finals, 0.85) - 1e-9 <= high <= max(finals) + 1e-9, high
     assert float(row["best_return_mean"]) == pytest.approx(statistics.mean(bests))
     assert float(row["best_return_max"]) == pytest.approx(max(bests))
     assert int(row["never_reached"]) == sum(math.isinf(x) for x in reach)
@@ -181,10 +185,41 @@ def test_table_numbers_match_a_hand_computation(tmp_path: Path, capsys):
     assert "| 250.0 ± 180.3 |" in md and "| 200 (1 of 3 never) |" in md
 
 
+def test_iqm_ci_is_reproducible_and_leaves_the_global_generator_alone():
+    """rliable draws its resamples from NumPy's global generator (np.random.choice), not the
+    RandomState it is handed: the report seeds that generator for its draws and restores it."""
+    finals = np.array([10.0, 55.0, 120.0, 300.0, 480.0])
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    first = stats.iqm_with_ci(finals, reps=300)
+    assert np.array_equal(np.random.get_state()[1], before)
+    np.random.random(7)  # the caller's draws in between change nothing
+    assert stats.iqm_with_ci(finals, reps=300) == first
+
+
 def test_iqm_trims_a_quarter_from_each_end():
-    iqm, low, high = stats.iqm_with_ci(np.array([10.0, 20.0, 30.0, 400.0]), reps=500)
-    assert iqm == pytest.approx(25.0)  # mean of 20 and 30
-    assert 10.0 <= low <= iqm <= high <= 400.0
+    finals = [10.0, 20.0, 30.0, 400.0]
+    iqm, low, high = stats.iqm_with_ci(np.array(finals), reps=500)
+    assert iqm == pytest.approx(25.0) == bootstrap_exact.iqm(finals)  # mean of 20 and 30
+    # 500 draws put the 2.5% quantile below the exact bootstrap's 10% one (p < 1e-9)
+    assert 10.0 <= low <= bootstrap_exact.quantile(finals, 0.10) == 15.0
+    assert 215.0 == bootstrap_exact.quantile(finals, 0.90) <= high <= 400.0
+
+
+def test_iqm_ci_is_the_exact_bootstrap_percentile_interval():
+    """On scores whose exact bootstrap distribution (all 6^6 resamples) puts the 2.5% and
+    97.5% quantiles well inside one atom each, 10,000 draws give exactly those IQMs (a draw
+    share off by 0.011, 7 standard deviations, would be needed to miss them); a 90% CI's
+    quantiles are other atoms."""
+    finals = [0.0, 1.0, 2.0, 2.0, 2.0, 8.0]
+    assert bootstrap_exact.margin(finals, 0.025) > 0.011 < bootstrap_exact.margin(finals, 0.975)
+    bounds = [bootstrap_exact.quantile(finals, p) for p in (0.025, 0.975)]
+    expected = (bootstrap_exact.iqm(finals), *bounds)
+    assert expected == pytest.approx((1.75, 0.75, 5.0))  # (0+0+1+2)/4, (2+2+8+8)/4
+    assert [bootstrap_exact.quantile(finals, p) for p in (0.05, 0.95)] == [1.0, 4.75]
+    assert stats.iqm_with_ci(np.array(finals), reps=10_000) == pytest.approx(expected)
+    # All seeds alike: every resample is the same, a zero-width CI at that score.
+    assert stats.iqm_with_ci(np.full(4, 7.5), reps=200) == (7.5, 7.5, 7.5)
 
 
 def test_settings_group_by_config_and_are_labelled_by_what_differs(tmp_path: Path, capsys):

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.run import rundir
 from pipeline.run.checkpoints import CheckpointStore
+from tests import bootstrap_exact
 from tests.conftest import REPO
 
 spec = importlib.util.spec_from_file_location("atari100k", REPO / "scripts/bench/atari100k.py")
@@ -68,8 +69,12 @@ def test_report_counts_finished_seeds_and_their_wall_times(tmp_path: Path, capsy
     assert summary["median"] == pytest.approx(16.5)
     assert summary["min"] == 12.0 and summary["seeds_at_least_10"] == 4
     assert summary["wall_s_max"] == pytest.approx(2_403.0)
+    # A 95% percentile bootstrap of the finished seeds' IQM: between the extreme scores and
+    # past the exact bootstrap's 10% (90%) quantile, which 500 draws miss with p < 1e-9.
     low, high = summary["iqm_ci95"]
-    assert low <= summary["iqm"] <= high
+    assert bootstrap_exact.quantile(scores, 0.10) == 13.5  # (12 + 15) / 2
+    assert bootstrap_exact.quantile(scores, 0.90) == 21.5  # (18 + 25) / 2
+    assert 12.0 <= low <= 13.5 and 21.5 <= high <= 25.0, (low, high)
     report = json.loads((tmp_path / "report.json").read_text())
     unfinished = report["seeds"][4]
     assert not unfinished["finished"] and unfinished["env_steps"] == 40_000
@@ -77,7 +82,7 @@ def test_report_counts_finished_seeds_and_their_wall_times(tmp_path: Path, capsy
     assert "| 4 | 40,000 (unfinished) | - | - | 15.0 min | 1.2 min |" in markdown
     assert "| 0 | 100,000 | 12.0 +- 1.0 | 100 | 40.0 min | 6.0 min (5.0 min) |" in markdown
     assert "| 1 | 100,000 | 18.0 +- 1.0 | 100 | 40.0 min | - |" in markdown
-    assert "DrQ(eps) | 16.4" in markdown
+    assert "| DrQ(eps) IQM | 16.4 |" in markdown  # from data/atari100k_breakout.csv
     assert f"--seeds=0,1,2,3,4 --out={tmp_path}`" in markdown  # the command that reruns it
     assert "revision each seed ran): abc: seeds 0,1,3,4; abc (uncommitted changes): seeds 2." in (
         markdown

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, read_metrics, requires_reverb
+from tests.exports import CARTPOLE_OBSERVATIONS, export_acts_as_checkpoint
 
 pytestmark = requires_reverb
 
@@ -135,8 +136,9 @@ def test_distributed_cartpole_learns_and_survives_killed_roles(tmp_path):
     best = max(row["eval_return_mean"] for row in rows)
     assert best >= 3 * RANDOM_CARTPOLE, [row["eval_return_mean"] for row in rows]
     assert rows[-1]["train_return_mean10"] > 0  # collectors' episodes reached the learner
-    assert (root / "policy" / "saved_model.pb").exists()
     assert live_processes(str(port)) == {}, "roles outlived the launcher"
+    # the export is a whole model: the learner's final weights, as its checkpoint holds them
+    export_acts_as_checkpoint(root, fresh_learner(tmp_path), 8_000, CARTPOLE_OBSERVATIONS)
     priorities = replay_priorities(root, tmp_path)
     assert len(set(priorities)) > 20 and min(priorities) < 0.5 < max(priorities), priorities[:20]
 
@@ -162,6 +164,20 @@ def test_distributed_cartpole_learns_and_survives_killed_roles(tmp_path):
     assert "resumed from checkpoint at 8,000 env steps" in log_of(root, "learner")
     assert [r for r in read_metrics(root) if "eval_return_mean" in r][-1]["env_steps"] == 10_000
     assert "exited with status 0: restarting" not in extended.stderr  # done is not dead
+
+
+def fresh_learner(tmp_path: Path):
+    """An experiment of the learner's settings, built in this process (its gin cleared)."""
+    import gin
+
+    from pipeline import config
+    from pipeline.distributed import common
+
+    config.parse(["dqn_cartpole.gin"], CARTPOLE_BINDINGS)
+    try:
+        return common.RoleExperiment(tmp_path / "fresh")
+    finally:
+        gin.clear_config()
 
 
 def replay_priorities(root: Path, tmp_path: Path, samples: int = 200) -> list[float]:

@@ -255,7 +255,11 @@ def test_greedy_actions_are_reused_while_a_games_observation_repeats():
         rows[reuse, processes, filmed] = int(greedy.rows.numpy())
         evaluator.close()
     expected = results[False, 1, False]
-    assert expected.lengths.sum() > 2_000 and len(set(expected.returns.tolist())) >= 1
+    assert expected.lengths.sum() > 2_000
+    # Games told apart: not all of one return, and each its own (return, length), so a game's
+    # result in another's slot, or one game played for all, would fail the comparisons below.
+    games = list(zip(expected.returns.tolist(), expected.lengths.tolist(), strict=True))
+    assert len(set(expected.returns.tolist())) > 1 and len(set(games)) == len(seeds), games
     for key, got in results.items():
         np.testing.assert_array_equal(got.returns, expected.returns, err_msg=str(key))
         np.testing.assert_array_equal(got.lengths, expected.lengths, err_msg=str(key))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -97,10 +98,23 @@ def test_a_failed_write_leaves_no_partial_and_keeps_the_previous(tmp_path: Path)
 
 
 def test_manifest_lists_every_file_with_size_and_checksum(tmp_path: Path):
-    path = CheckpointStore(tmp_path).save(7, writer("payload"))
+    def write(directory: Path) -> None:
+        writer("payload")(directory)
+        (directory / "empty").write_bytes(b"")
+
+    path = CheckpointStore(tmp_path).save(7, write)
     manifest = json.loads((path / MANIFEST).read_text())
     assert manifest["env_steps"] == 7
-    assert manifest["files"]["sub/data.txt"]["size"] == len("payload")
+    on_disk = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    assert on_disk == [MANIFEST, "empty", "sub/data.txt"]
+    assert manifest["files"] == {  # SHA-256 of the bytes, recomputed here
+        "empty": {"size": 0, "sha256": hashlib.sha256(b"").hexdigest()},
+        "sub/data.txt": {"size": 7, "sha256": hashlib.sha256(b"payload").hexdigest()},
+    }
+    assert verify(path) is None
+    # One byte changed, the size kept: only the checksum can tell.
+    (path / "sub" / "data.txt").write_bytes(b"paylOad")
+    assert verify(path) == "sub/data.txt does not match its checksum"
 
 
 # --- metrics.jsonl and TensorBoard after a resume --------------------------------------
@@ -330,7 +344,10 @@ def test_frame_stack_checkpoints_link_the_chunks_they_did_not_change(tmp_path: P
     # The restored buffer knows its chunks are saved: its next checkpoint links them all.
     replay = restored
     fourth = save(74)
+    chunks = sorted(p.name for p in (fourth / "replay").glob("*.npy"))
+    assert chunks == sorted(p.name for p in (third / "replay").glob("*.npy")), chunks
+    assert {n.split(".")[1] for n in chunks} == {f"{i:05d}" for i in range(7)}, chunks  # 50 / 8
     assert all(
-        os.stat(p).st_ino == os.stat(third / "replay" / p.name).st_ino
-        for p in (fourth / "replay").glob("*.npy")
+        os.stat(fourth / "replay" / n).st_ino == os.stat(third / "replay" / n).st_ino
+        for n in chunks
     )

@@ -1,8 +1,9 @@
 """Real faults on a real filesystem: a full disk during a checkpoint or a policy export,
 and a SIGKILL at the instant a checkpoint of the same step is replaced.
 
-The full-disk tests mount a small tmpfs (they need root, as CI has) and fill it so that
-the next big write fails with ENOSPC: TensorFlow raises `tf.errors.OpError`, not OSError.
+The full-disk tests mount a small tmpfs (they need root, as CI has; without it they skip, and
+fail in CI) and fill it so that the next big write fails with ENOSPC: TensorFlow raises
+`tf.errors.OpError`, not OSError.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.run.checkpoints import CheckpointStore, verify
-from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, train_cli
+from tests.conftest import REPO, TINY_RUN, bindings, read_metrics, skip_unless_ci, train_cli
+from tests.exports import CARTPOLE_OBSERVATIONS, export_acts_as_checkpoint
 
 KEEP_ONE = [*TINY_RUN, "train.checkpoints_to_keep=1"]
 FAULTY_TRAIN = ["-m", "tests.faulty_train"]  # a module: tests/ itself must not be on sys.path
@@ -30,7 +32,7 @@ def run_on(root: Path, *extra: str) -> subprocess.CompletedProcess:
 def small_disk(tmp_path_factory):
     """A 64 MB tmpfs: small enough to fill in a moment, big enough for a tiny run."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a small filesystem needs root (CI runs as root)")
+        skip_unless_ci("mounting a small filesystem needs root (CI runs as root)")
     mount = tmp_path_factory.mktemp("small_disk")
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
@@ -38,7 +40,7 @@ def small_disk(tmp_path_factory):
         text=True,
     )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        skip_unless_ci(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
@@ -50,6 +52,15 @@ def base_run(small_disk: Path) -> Path:
     result = run_on(root, "train.total_env_steps=1_000")
     assert result.returncode == 0, result.stderr
     return root
+
+
+def fresh_experiment(root: Path, tmp_path: Path):
+    """The run's experiment, built in this process from its config.gin in `tmp_path`."""
+    from pipeline import config
+    from pipeline.loops import off_policy
+
+    config.parse([str(root / "config.gin")], [])  # cleared after the test (conftest)
+    return off_policy.Experiment(tmp_path / "fresh")
 
 
 def fill(disk: Path, leave_bytes: int) -> Path:
@@ -81,7 +92,7 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     ids=["tf-checkpoint", "policy-export"],
 )  # fmt: skip
 def test_a_full_disk_stops_with_one_line_and_the_run_resumes(
-    small_disk: Path, base_run: Path, what: str, leave_bytes: int, extra: list[str]
+    small_disk: Path, base_run: Path, what: str, leave_bytes: int, extra: list[str], tmp_path
 ):
     root = small_disk / "run"
     shutil.rmtree(root, ignore_errors=True)
@@ -100,7 +111,9 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes(
     checkpoints = CheckpointStore(root / "checkpoints").complete()
     assert [steps for steps, _ in checkpoints] == [1_000]
     assert verify(checkpoints[0][1]) is None, "the earlier checkpoint must stay usable"
-    assert (root / "policy" / "saved_model.pb").is_file(), "policy must point at a whole model"
+    # policy must point at a whole model: the 1,000-step export, loaded and acting as the
+    # agent of the checkpoint at 1,000 (restored into a fresh one, off the full disk)
+    export_acts_as_checkpoint(root, fresh_experiment(root, tmp_path), 1_000, CARTPOLE_OBSERVATIONS)
     assert not list(root.rglob("*.partial")), "a failed write must give its space back"
 
     resumed = run_on(root, *extra)

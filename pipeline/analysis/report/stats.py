@@ -3,8 +3,9 @@ CIs, and the IQM of final returns with rliable's stratified bootstrap CI."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,6 +117,18 @@ def mean_curve(
     return grid, mean, low, high, count
 
 
+@contextlib.contextmanager
+def seeded_global_numpy(seed: int) -> Iterator[None]:
+    """rliable's bootstraps draw from NumPy's global generator (`np.random.choice`), whatever
+    `random_state` they are given: seed it for the draws, then give the caller's state back."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def iqm_with_ci(finals: np.ndarray, reps: int = DEFAULT_REPS) -> tuple[float, float, float]:
     """IQM of the seeds' final returns and its 95% stratified bootstrap CI (rliable). One task,
     so the stratified bootstrap is the plain bootstrap over seeds; below 4 seeds the 25%
@@ -124,7 +137,7 @@ def iqm_with_ci(finals: np.ndarray, reps: int = DEFAULT_REPS) -> tuple[float, fl
     from rliable import metrics
 
     scores = np.asarray(finals, dtype=float).reshape(-1, 1)  # runs x tasks
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), seeded_global_numpy(0):
         warnings.simplefilter("ignore", FutureWarning)  # arch: random_state is deprecated
         points, intervals = rly.get_interval_estimates(
             {"setting": scores},
