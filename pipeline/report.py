@@ -8,7 +8,7 @@ output directory works). Runs whose config.gin are identical except for the seed
 setting. Writes `learning_curves.png`, `report.md`, `report.csv` (one row per setting, baseline
 and reference point) and `runs.csv` (one row per run) into `--out` (default: `report/` in the
 runs' deepest common directory). Reads only the run directories' files: no TensorFlow, so it
-runs beside training. Every number is defined in README.md, section "Reports".
+runs beside training. Every number is defined in docs/reports.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Makes either supported stack (README, "Two stacks") import TF-Agents the same way.
+"""Makes either supported stack (docs/getting-started.md) import TF-Agents the same way.
 
 Must run before TensorFlow or TF-Agents is imported; `pipeline/__init__.py` calls `prepare()`
 and `envs/__init__.py` imports `pipeline` first for that reason.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the virtual environment if missing and installs one of the two pinned stacks into it
-# (README, "Two stacks"):
+# (docs/getting-started.md):
 #   pinned   Python 3.11, TensorFlow 2.15, TF-Agents with its own pins, Reverb (constraints.txt)
 #   current  Python 3.12 or 3.13, TensorFlow 2.21 with tf-keras, no Reverb (constraints-current.txt)
 # PIPELINE_STACK=pinned|current chooses; unset, the pinned stack is taken where python3.11
@@ -10,7 +10,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PIPELINE_VENV:-$REPO/.venv}"
-EXTRAS="atari,test"  # one set for both README commands, so neither reinstalls for the other
+EXTRAS="atari,test"  # one set for quickstart.sh and test.sh, so neither reinstalls for the other
 
 python_with() {  # python_with MINOR...: the first interpreter on PATH that is 3.MINOR
   local minor candidate
@@ -78,7 +78,7 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" -e "$REPO[$EXTRAS]"
   if [ "$STACK" = current ]; then
     # TF-Agents 0.19 declares TF 2.15's tensorflow-probability and the retired gym;
-    # setup.cfg lists what it really needs on this stack (README, "Two stacks").
+    # setup.cfg lists what it really needs on this stack (docs/getting-started.md).
     "$VENV/bin/python" -m pip install --quiet --no-deps -c "$CONSTRAINTS" tf-agents
   fi
   rm -f "$VENV"/.installed-*

@@ -112,7 +112,7 @@ def check_same_settings(root_dir: Path, config_text: str) -> None:
 
 # flock's answers when another process holds the lock; anything else is the filesystem's.
 HELD_ELSEWHERE = {errno.EWOULDBLOCK, errno.EAGAIN}
-SHARED_FS_HELP = "README: Run directories on shared filesystems"
+SHARED_FS_HELP = "docs/run-directory.md, 'Run directories on shared filesystems'"
 
 
 class RunLock:

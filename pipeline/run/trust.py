@@ -1,8 +1,9 @@
 """Nothing in a run directory runs code unless the user trusts it.
 
-A run directory may come from anyone (DESIGN.md, section 5), and two of its formats can run
-code when read: a pickle (unpickling calls whatever the file names) and a gin file (`import`
-and dynamic registration bind any callable). So:
+A run directory may come from anyone (it is shared, downloaded, copied between clusters; see
+docs/run-directory.md), and two of its formats can run code when read: a pickle (unpickling
+calls whatever the file names) and a gin file (`import` and dynamic registration bind any
+callable). So:
 
 - What the pipeline saves is plain data where it can be (`pipeline.run.plain_data`); what
   has no other form (a whole gymnasium env) is a pickle signed here with HMAC-SHA256 under a

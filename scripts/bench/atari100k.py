@@ -18,7 +18,7 @@ Writes `OUT/report.md` and `OUT/report.json`: each seed's final score (the mean 
 evaluation's games, 100 in drq_breakout.gin), the IQM over seeds with its stratified-bootstrap
 95% CI (rliable), the median and mean, the wall time each seed trained (over all its
 sessions, from its checkpoints) and how much of it went to evaluations (the final one
-apart), and the published Atari-100k figures beside them; and
+apart), and the published Atari-100k figures beside them (`data/atari100k_breakout.csv`); and
 `OUT/curve/learning_curves.png` drawn by `pipeline.report`.
 
     .venv/bin/python scripts/bench/atari100k.py --gin_file=drq_breakout.gin --seeds=0-4
@@ -28,6 +28,7 @@ apart), and the published Atari-100k figures beside them; and
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import shutil
@@ -53,14 +54,14 @@ REFERENCES = REPO / "data" / "atari100k_breakout.csv"
 ARCHIVE = REPO / "data" / "results" / "atari100k"
 ARCHIVED_FILES = ("run.json", "config.gin", "metrics.jsonl")
 ARCHIVE_INFO = "bench.json"  # the seed's wall time and when it was archived
-PUBLISHED = [  # (system, score, note), from ../shared/ANCHORS.md
-    ("random", 1.7, "dopamine normalization_utils"),
-    ("human", 30.5, "dopamine normalization_utils"),
-    ("DER", 1.9, "SPR paper table"),
-    ("OTRainbow", 9.8, "SPR paper table"),
-    ("DrQ(eps)", 16.4, "100 runs: IQM 16.4, median 16.1, mean 19.8; 98/100 above 10"),
-    ("SPR", 17.1, "10 seeds (100 runs: IQM 17.3)"),
-]
+
+
+def published() -> list[tuple[str, float, str]]:
+    """(system, score, source and note) for each published Atari-100k figure in REFERENCES
+    (data/published/anchors.md gives each one's protocol and source)."""
+    with REFERENCES.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [(r["algorithm"], float(r["return"]), f"{r['source']}; {r['note']}") for r in rows]
 
 
 def default_out(gin_file: str, bindings: list[str]) -> Path:
@@ -286,7 +287,7 @@ def markdown(args: argparse.Namespace, out: Path, results: list[dict], summary: 
             "",
         ]
     lines += ["| published (Breakout, Atari 100k) | score | note |", "|---|---|---|"]
-    lines += [f"| {name} | {score} | {note} |" for name, score, note in PUBLISHED]
+    lines += [f"| {name} | {score} | {note} |" for name, score, note in published()]
     lines += ["", "![learning curve](curve/learning_curves.png)", ""]
     return "\n".join(lines)
 
@@ -304,7 +305,7 @@ def write_report(args: argparse.Namespace, out: Path) -> dict:
         if code != 0:
             print("warning: pipeline.report could not draw the curve", file=sys.stderr)
     payload = {"gin_file": args.gin_file, "gin_bindings": args.gin_bindings}
-    payload |= {"seeds": results, "summary": summary, "published": PUBLISHED}
+    payload |= {"seeds": results, "summary": summary, "published": published()}
     (out / "report.json").write_text(json.dumps(payload, indent=1) + "\n")
     (out / "report.md").write_text(markdown(args, out, results, summary))
     print((out / "report.md").read_text())

@@ -6,8 +6,8 @@ worktree of `--baseline`, both with this checkout's interpreter and each into a 
 directory. Prints per pair the wall seconds and the final eval of both, then the median of the
 per-pair ratios ours / baseline (pairing keeps the ratio fair when the machine's speed drifts).
 
-The default baseline, 3fc6ef4, is the code and settings the quickstart had when issue 13 timed it
-at about 65 s of training (the commit before that issue's first change).
+The default baseline, 3fc6ef4, is the quickstart's code and settings before the changes that
+shortened its training (the commit before the first of them).
 
     .venv/bin/python scripts/bench/quickstart_wall.py                  # 4 pairs against 3fc6ef4
     .venv/bin/python scripts/bench/quickstart_wall.py --baseline=b9cc9b5^ --pairs=3

@@ -169,7 +169,7 @@ def test_breakout_drq_updates_resume_bit_for_bit_and_policies_see_raw_frames(tmp
 
 def test_draws_and_formula_are_pinned():
     """The generator is read as shifts `[n, 2]` in 0..2*pad, then factors `[n, 1, 1, 1]`: the
-    runs reported in the README were augmented so, and their resumes must be too."""
+    runs reported on docs/results.md were augmented so, and their resumes must be too."""
     images = np.random.default_rng(6).integers(0, 256, (16, 84, 84, 4), dtype=np.uint8)
     aug = RandomShiftIntensity(seed=7)
     got = aug.images(tf.constant(images)).numpy()

@@ -1,5 +1,5 @@
-"""Both stacks (README, "Two stacks"): Keras 2 under TF-Agents, a quiet start, the gym
-stand-in, pip's view of the install, and the set-up script's choice of stack."""
+"""Both stacks (docs/getting-started.md, "Two stacks"): Keras 2 under TF-Agents, a quiet start,
+the gym stand-in, pip's view of the install, and the set-up script's choice of stack."""
 
 from __future__ import annotations
 

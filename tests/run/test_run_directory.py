@@ -1,4 +1,4 @@
-"""The run directory contract (DESIGN.md section 5) and same-seed reproducibility."""
+"""The run directory contract (docs/run-directory.md) and same-seed reproducibility."""
 
 from __future__ import annotations
 
