@@ -43,7 +43,10 @@ def _captured_fds():
             file.close()
 
 
-PACKAGE_MAINS = {"pipeline.sweep": "pipeline.sweep.__main__"}  # `python -m` runs these
+PACKAGE_MAINS = {  # `python -m` runs these
+    "pipeline.sweep": "pipeline.sweep.__main__",
+    "pipeline.atari100k": "pipeline.atari100k.__main__",
+}
 
 
 def _reset() -> None:
@@ -95,8 +98,8 @@ def main() -> None:
     if module is None:
         Path(results_file).write_text(json.dumps([refused] * len(cases)))
         return
-    if module_name == "pipeline.sweep":
-        module.define_flags()  # the sweep CLI defines its flags only when run
+    if module_name in PACKAGE_MAINS:
+        module.define_flags()  # package CLIs define their flags only when run
     results = [run_case(module, case["args"], case["cwd"]) for case in cases]
     Path(results_file).write_text(json.dumps(results))
 

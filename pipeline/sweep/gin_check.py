@@ -20,7 +20,8 @@ def check_gin(
     gin_files: Sequence[str], gin_bindings: Sequence[str], settings: Sequence[dict[str, str]]
 ) -> list[dict[str, Any]]:
     """Parses every setting strictly in a child process; returns each setting's seed binding
-    name and total_env_steps. The child imports TensorFlow; this process need not."""
+    name, total_env_steps and env loader's gin name. The child imports TensorFlow; this
+    process need not."""
     request = {
         "gin_files": list(gin_files),
         "gin_bindings": list(gin_bindings),
@@ -87,7 +88,12 @@ def check_in_child() -> None:
                 except UserError:
                     return reply({"error": f"{message} (from --grid value {binding})"})
             return reply({"error": message, "setting": index})
+        loader = getattr(config.query(run.binding("env_loader")), "configurable", None)
         answers.append(
-            {"seed_binding": run.binding("seed"), "total_env_steps": run.total_env_steps}
+            {
+                "seed_binding": run.binding("seed"),
+                "total_env_steps": run.total_env_steps,
+                "env_loader": getattr(loader, "name", None),
+            }
         )
     reply({"settings": answers})

@@ -6,11 +6,13 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.analysis.runs import read_evaluations
 from pipeline.run.preemption import EXIT_PREEMPTED
+from pipeline.sweep import usage
 from pipeline.sweep.grid import child_env
 from pipeline.sweep.plan import Run, Sweep, last_line
 
@@ -25,12 +27,22 @@ class LocalLauncher:
 
     Children get their own session, so a terminal's Ctrl-C reaches only this process, which
     forwards it (and SIGTERM) once to every child: each writes a checkpoint and exits 75.
+    Each attempt's wall time and its trainer's peak memory go to `<run log>.usage.jsonl`
+    (`pipeline.sweep.usage`); `on_exit(run, exit code)`, if given, is called as each run ends
+    (the Atari-100k suite archives a finished run's record there, before the next one starts).
     """
 
-    def __init__(self, sweep: Sweep, parallel: int, progress_interval_s: float = 30.0):
+    def __init__(
+        self,
+        sweep: Sweep,
+        parallel: int,
+        progress_interval_s: float = 30.0,
+        on_exit: Callable[[Run, int], None] | None = None,
+    ):
         self.sweep = sweep
         self.parallel = parallel
         self.progress_interval_s = progress_interval_s
+        self.on_exit = on_exit
         self.running: dict[int, tuple[Run, subprocess.Popen, float, Any]] = {}
         self.stop_signal: int | None = None
         self.counts = {"finished": 0, "skipped": 0, "failed": 0, "preempted": 0}
@@ -68,12 +80,14 @@ class LocalLauncher:
 
     def _reap(self, total: int) -> None:
         for pid, (run, process, started, log) in list(self.running.items()):
-            code = process.poll()
-            if code is None:
+            reaped = usage.reap(process)
+            if reaped is None:
                 continue
+            code, peak_rss_mb = reaped
             log.close()
             del self.running[pid]
             seconds = time.monotonic() - started
+            usage.record(run.log, "local", seconds, code, peak_rss_mb)
             if code == 0:
                 self.counts["finished"] += 1
                 line = last_line(Path(run.log), "final eval return")
@@ -90,6 +104,8 @@ class LocalLauncher:
                 status = f"FAILED (exit status {code}): {line}; log: {run.log}"
                 self.failures.append(run.run_dir)
             print(f"[{self._done()}/{total}] {run.run_dir} {status}", flush=True)
+            if self.on_exit is not None:
+                self.on_exit(run, code)
 
     def run(self) -> int:
         """Runs everything not finished; returns 0, 1 (a run failed) or 75 (interrupted)."""

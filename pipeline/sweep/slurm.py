@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import submitit
 
 from pipeline.analysis import aggregate as aggregation
 from pipeline.run.preemption import EXIT_PREEMPTED
+from pipeline.sweep import usage
 from pipeline.sweep.grid import REPO_ROOT, child_env
 from pipeline.sweep.plan import Sweep, last_line
 
@@ -30,20 +32,15 @@ def _ignore_usr2() -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
-def _wait_pid(process: subprocess.Popen, timeout_s: float) -> int | None:
-    """Waits for a child with os.waitpid, safe inside a signal handler that interrupted
-    Popen.poll (whose lock may be held); returns its exit code, None on timeout."""
+def _wait_pid(process: subprocess.Popen, timeout_s: float) -> tuple[int, float | None] | None:
+    """Waits for a child with os.wait4 (`usage.reap`), safe inside a signal handler that
+    interrupted the task's own wait (Popen's lock is never taken); returns its exit code and
+    peak RSS in MB, None on timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.returncode is not None:
-            return process.returncode
-        try:
-            pid, status = os.waitpid(process.pid, os.WNOHANG)
-        except ChildProcessError:  # reaped elsewhere
-            return process.returncode
-        if pid == process.pid:
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode
+        reaped = usage.reap(process)
+        if reaped is not None:
+            return reaped
         time.sleep(0.2)
     return None
 
@@ -72,6 +69,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         self.stop_timeout_s = stop_timeout_s
         self.max_restarts = max_restarts
         self._process: subprocess.Popen | None = None
+        self._started = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -86,6 +84,7 @@ class TrainTask(submitit.helpers.Checkpointable):
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
             log.flush()
             print(f"{where}: {shlex.join(run['command'])}\nlog: {run['log']}", flush=True)
+            self._started = time.monotonic()
             self._process = subprocess.Popen(
                 run["command"],
                 cwd=REPO_ROOT,
@@ -94,8 +93,11 @@ class TrainTask(submitit.helpers.Checkpointable):
                 env=child_env(),
                 preexec_fn=_ignore_usr2,
             )
-            while (code := self._process.poll()) is None:
+            while (reaped := usage.reap(self._process)) is None:
                 time.sleep(1.0)
+        code, peak_rss_mb = reaped
+        seconds = time.monotonic() - self._started
+        usage.record(run["log"], f"slurm job {env.job_id}", seconds, code, peak_rss_mb)
         print(f"train exited with status {code}", flush=True)
         if code == 0:
             return {"run_dir": run["run_dir"], "status": "finished"}
@@ -126,7 +128,12 @@ class TrainTask(submitit.helpers.Checkpointable):
                 process.send_signal(signal.SIGUSR1)
             except ProcessLookupError:
                 pass
-            code = _wait_pid(process, self.stop_timeout_s)
+            reaped = _wait_pid(process, self.stop_timeout_s)
+            code = reaped[0] if reaped else None
+            if reaped is not None:
+                seconds = time.monotonic() - self._started
+                where = f"slurm job {os.environ.get('SLURM_JOB_ID', '?')}"
+                usage.record(run["log"], where, seconds, code, reaped[1])
             print(f"trainer stopped with status {code}", flush=True)
         return super().checkpoint(run)
 
@@ -203,8 +210,16 @@ def _active_slurm_runs(slurm_dir: Path) -> dict[str, str]:
     return {run_dir: task for task, run_dir in tasks.items() if task in active}
 
 
-def submit_slurm(sweep: Sweep, options: SlurmOptions) -> int:
-    """Submits the unfinished runs as one array job, then an afterany aggregation job."""
+def submit_slurm(
+    sweep: Sweep,
+    options: SlurmOptions,
+    after: Callable[[str], Any] = aggregate_job,
+    after_name: str = "aggregate",
+    results: str = "aggregate.md",
+) -> int:
+    """Submits the unfinished runs as one array job, then an afterany job that calls
+    `after(sweep_dir)`: the sweep's aggregation, or (the Atari-100k suite) its report. With
+    nothing left to submit, calls `after` here instead."""
     slurm_dir = sweep.sweep_dir / "slurm"
     active = _active_slurm_runs(slurm_dir)
     todo = []
@@ -216,8 +231,8 @@ def submit_slurm(sweep: Sweep, options: SlurmOptions) -> int:
         else:
             todo.append(run)
     if not todo:
-        markdown, _ = aggregation.aggregate(sweep.sweep_dir)
-        print(f"nothing new to submit; aggregated what the runs logged so far into {markdown}")
+        written = after(str(sweep.sweep_dir))
+        print(f"nothing new to submit; wrote what the runs logged so far into {written}")
         return 0
     executor = submitit.AutoExecutor(folder=slurm_dir, cluster="slurm", slurm_python=sys.executable)
     executor.update_parameters(
@@ -228,9 +243,11 @@ def submit_slurm(sweep: Sweep, options: SlurmOptions) -> int:
         jobs = [executor.submit(task, asdict(run)) for run in todo]
     array_id = jobs[0].job_id.split("_")[0]
 
-    after = submitit.AutoExecutor(folder=slurm_dir, cluster="slurm", slurm_python=sys.executable)
+    after_executor = submitit.AutoExecutor(
+        folder=slurm_dir, cluster="slurm", slurm_python=sys.executable
+    )
     params = {
-        "name": f"aggregate-{sweep.sweep_dir.name}",
+        "name": f"{after_name}-{sweep.sweep_dir.name}",
         "timeout_min": 15,
         "cpus_per_task": 1,
         "mem_gb": 1,
@@ -239,8 +256,8 @@ def submit_slurm(sweep: Sweep, options: SlurmOptions) -> int:
     }
     if options.partition:
         params["slurm_partition"] = options.partition
-    after.update_parameters(**params)
-    aggregate = after.submit(aggregate_job, str(sweep.sweep_dir))
+    after_executor.update_parameters(**params)
+    aggregate = after_executor.submit(after, str(sweep.sweep_dir))
 
     tasks = {job.job_id: run.run_dir for job, run in zip(jobs, todo, strict=True)}
     record = {
@@ -254,11 +271,9 @@ def submit_slurm(sweep: Sweep, options: SlurmOptions) -> int:
     print(f"submitted array job {array_id} ({len(todo)} runs):")
     for job_id, run_dir in tasks.items():
         print(f"  {job_id}: {run_dir}")
-    print(f"aggregation job {aggregate.job_id} runs after the array (afterany)")
+    print(f"{after_name} job {aggregate.job_id} runs after the array (afterany)")
     print(
         f"Slurm logs: {slurm_dir}/<job id>_0_log.out and .err; each run's trainer output: <run>.log"
     )
-    print(
-        f"watch: squeue -j {array_id},{aggregate.job_id}; results: {sweep.sweep_dir}/aggregate.md"
-    )
+    print(f"watch: squeue -j {array_id},{aggregate.job_id}; results: {sweep.sweep_dir / results}")
     return 0

@@ -46,7 +46,7 @@ CONFIGS = sorted(p.name for p in (REPO / "gin").glob("*.gin"))
 
 def tiny_bindings(gin_file: str) -> list[str]:
     text = (REPO / "gin" / gin_file).read_text()
-    if "breakout" in gin_file:
+    if "breakout" in gin_file or "@load_atari" in text:  # atari100k.gin: any game
         return TINY_BREAKOUT
     if "train_on_policy" in text or "reinforce_cartpole.gin" in text:
         return TINY_ON_POLICY

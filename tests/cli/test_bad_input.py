@@ -218,6 +218,15 @@ CASES = [
         ["train.batch_size"],
     ),
     Case("sweep-gin-file", "pipeline.sweep", ["--gin_file=nope.gin"], ["nope.gin"]),
+    # pipeline.atari100k
+    Case("suite-game", "pipeline.atari100k", ["--games=Breakout,Pacman"], ["Pacman", "Alien,"]),
+    Case("suite-seeds", "pipeline.atari100k", ["--suite=atari100k", "--seeds=4-1"], ["4-1"]),
+    Case(
+        "suite-nothing",
+        "pipeline.atari100k",
+        ["--games=Pong", "--report_only", "--out=nowhere", "--archive="],
+        ["nothing to report"],
+    ),
     # pipeline.report
     Case("report-missing", "pipeline.report", ["nowhere"], ["nowhere"]),
     Case("report-reps", "pipeline.report", ["{run}", "--reps=5"], ["--reps"], needs_run=True),
