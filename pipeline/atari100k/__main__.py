@@ -28,7 +28,7 @@ from absl import flags
 from pipeline import cli
 from pipeline.atari100k import suite as suites
 from pipeline.atari100k.records import SuiteError
-from pipeline.sweep.slurm import SlurmOptions
+from pipeline.sweep.slurm import SBATCH_MISSING, SlurmOptions, define_slurm_flags
 
 FLAGS = flags.FLAGS
 
@@ -56,11 +56,7 @@ def define_flags() -> None:
         "compare", None, "Another suite's --out or archive: its runs beside these in the report."
     )
     flags.DEFINE_integer("reps", None, "Bootstrap resamples in the report (default: its own).")
-    flags.DEFINE_string("slurm_partition", None, "slurm: partition (default: the cluster's).")
-    flags.DEFINE_integer("slurm_time_min", 240, "slurm: time limit per run attempt, minutes.")
-    flags.DEFINE_integer("slurm_cpus_per_task", 2, "slurm: CPUs per run.")
-    flags.DEFINE_float("slurm_mem_gb", 8.0, "slurm: memory per run, GB.")
-    flags.DEFINE_integer("slurm_max_parallel", 64, "slurm: array tasks running at once.")
+    define_slurm_flags(time_min=240)
 
 
 def main(argv: list[str]) -> None:
@@ -74,20 +70,11 @@ def main(argv: list[str]) -> None:
             print(f"wrote {markdown}")
             return
         if FLAGS.launcher == "slurm" and not FLAGS.dry_run and not shutil.which("sbatch"):
-            raise SuiteError(
-                "sbatch not found: run on a Slurm login node, or start a local cluster with "
-                "scripts/slurm_local.sh start"
-            )
+            raise SuiteError(SBATCH_MISSING)
         suites.check_suite_gin(suite)
     except SuiteError as error:
         cli.fail(str(error))
-    options = SlurmOptions(
-        partition=FLAGS.slurm_partition,
-        time_min=FLAGS.slurm_time_min,
-        cpus_per_task=FLAGS.slurm_cpus_per_task,
-        mem_gb=FLAGS.slurm_mem_gb,
-        max_parallel=FLAGS.slurm_max_parallel,
-    )
+    options = SlurmOptions.from_flags()
     runs = len(suite.games) * len(suite.seeds)
     print(
         f"suite {suite.out}: {len(suite.games)} games x {len(suite.seeds)} seeds = {runs} runs "

@@ -318,18 +318,24 @@ def report_job(out_dir: str) -> str:
     return str(markdown)
 
 
-def run_local(suite: Suite) -> int:
-    """Trains the runs that have no record, one at a time, archiving each finished run's
-    record as it ends (a session cut short in the next run keeps it); 0, 1 (a run failed) or
-    75 (stopped by a signal: every run checkpointed, the same command goes on)."""
-    from pipeline.sweep.local import LocalLauncher
-
+def runs_without_records(suite: Suite) -> list[Run]:
+    """The runs still to train; those with an archived record are named and left out."""
     todo = []
     for run, result in zip(suite.runs(), suite.results(), strict=True):
         if result.archived:
             print(f"{run.run_dir}: finished earlier, record in {result.run_dir}")
         else:
             todo.append(run)
+    return todo
+
+
+def run_local(suite: Suite) -> int:
+    """Trains the runs that have no record, one at a time, archiving each finished run's
+    record as it ends (a session cut short in the next run keeps it); 0, 1 (a run failed) or
+    75 (stopped by a signal: every run checkpointed, the same command goes on)."""
+    from pipeline.sweep.local import LocalLauncher
+
+    todo = runs_without_records(suite)
 
     def archive_if_finished(run: Run, code: int) -> None:
         if code == 0:
@@ -345,12 +351,7 @@ def submit(suite: Suite, options: Any) -> int:
     report job (`report_job`) after the array."""
     from pipeline.sweep.slurm import submit_slurm
 
-    todo = []
-    for run, result in zip(suite.runs(), suite.results(), strict=True):
-        if result.archived:
-            print(f"{run.run_dir}: finished earlier, record in {result.run_dir}")
-        else:
-            todo.append(run)
+    todo = runs_without_records(suite)
     return submit_slurm(
         suite.sweep(todo), options, after=report_job, after_name="report", results="report.md"
     )

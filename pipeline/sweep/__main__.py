@@ -18,7 +18,7 @@ from pipeline.analysis import aggregate as aggregation
 from pipeline.sweep.grid import SweepError, default_sweep_dir
 from pipeline.sweep.local import LocalLauncher
 from pipeline.sweep.plan import SWEEP_FILE, build_sweep, print_runs, write_sweep_file
-from pipeline.sweep.slurm import SlurmOptions, submit_slurm
+from pipeline.sweep.slurm import SBATCH_MISSING, SlurmOptions, define_slurm_flags, submit_slurm
 
 FLAGS = flags.FLAGS
 
@@ -41,11 +41,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("parallel", 1, "local: runs at a time.")
     flags.DEFINE_bool("dry_run", False, "Print each run's directory and command; write nothing.")
     flags.DEFINE_bool("aggregate", False, "Only aggregate an existing sweep directory.")
-    flags.DEFINE_string("slurm_partition", None, "slurm: partition (default: the cluster's).")
-    flags.DEFINE_integer("slurm_time_min", 120, "slurm: time limit per run attempt, minutes.")
-    flags.DEFINE_integer("slurm_cpus_per_task", 2, "slurm: CPUs per run.")
-    flags.DEFINE_float("slurm_mem_gb", 8.0, "slurm: memory per run, GB.")
-    flags.DEFINE_integer("slurm_max_parallel", 64, "slurm: array tasks running at once.")
+    define_slurm_flags(time_min=120)
 
 
 def only_aggregate() -> int:
@@ -67,22 +63,13 @@ def main(argv: list[str]) -> None:
         if FLAGS.parallel < 1:
             raise SweepError(f"--parallel={FLAGS.parallel}: give 1 or more")
         if FLAGS.launcher == "slurm" and not FLAGS.dry_run and not shutil.which("sbatch"):
-            raise SweepError(
-                "sbatch not found: run on a Slurm login node, or start a local cluster with "
-                "scripts/slurm_local.sh start"
-            )
+            raise SweepError(SBATCH_MISSING)
         sweep = build_sweep(
             FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.grid, FLAGS.seeds, FLAGS.sweep_dir
         )
     except SweepError as error:
         cli.fail(str(error))
-    options = SlurmOptions(
-        partition=FLAGS.slurm_partition,
-        time_min=FLAGS.slurm_time_min,
-        cpus_per_task=FLAGS.slurm_cpus_per_task,
-        mem_gb=FLAGS.slurm_mem_gb,
-        max_parallel=FLAGS.slurm_max_parallel,
-    )
+    options = SlurmOptions.from_flags()
     settings = len(sweep.runs) // len(sweep.seeds)
     print(
         f"sweep {sweep.sweep_dir}: {len(sweep.runs)} runs "

@@ -145,6 +145,24 @@ def aggregate_job(sweep_dir: str) -> str:
     return str(markdown)
 
 
+SBATCH_MISSING = (
+    "sbatch not found: run on a Slurm login node, or start a local cluster with "
+    "scripts/slurm_local.sh start"
+)
+
+
+def define_slurm_flags(time_min: int) -> None:
+    """The --slurm_* flags of every command that submits arrays (sweeps, the Atari-100k
+    suite); `time_min` is the default limit of one run attempt."""
+    from absl import flags
+
+    flags.DEFINE_string("slurm_partition", None, "slurm: partition (default: the cluster's).")
+    flags.DEFINE_integer("slurm_time_min", time_min, "slurm: time limit per run attempt, minutes.")
+    flags.DEFINE_integer("slurm_cpus_per_task", 2, "slurm: CPUs per run.")
+    flags.DEFINE_float("slurm_mem_gb", 8.0, "slurm: memory per run, GB.")
+    flags.DEFINE_integer("slurm_max_parallel", 64, "slurm: array tasks running at once.")
+
+
 @dataclass
 class SlurmOptions:
     partition: str | None
@@ -152,6 +170,20 @@ class SlurmOptions:
     cpus_per_task: int
     mem_gb: float
     max_parallel: int
+
+    @classmethod
+    def from_flags(cls) -> SlurmOptions:
+        """The options `define_slurm_flags` defined, as parsed."""
+        from absl import flags
+
+        values = flags.FLAGS
+        return cls(
+            partition=values.slurm_partition,
+            time_min=values.slurm_time_min,
+            cpus_per_task=values.slurm_cpus_per_task,
+            mem_gb=values.slurm_mem_gb,
+            max_parallel=values.slurm_max_parallel,
+        )
 
     def parameters(self, array_size: int) -> dict[str, Any]:
         """What `update_parameters` gets (submitit names), for the array job."""
