@@ -280,3 +280,27 @@ def test_readme_headline_figures_are_the_results_page_figures():
             assert re.search(rf"(?<![\d.]){re.escape(figure)}(?![\d]|\.\d)", text), (
                 f"README headline {figure} ({result!r}) is not in results.md#{link.group(1)}"
             )
+
+
+def test_learning_checks_table_is_the_tests_checks():
+    """The thresholds on Contributing are those tests/agents/test_learning.py asserts (read
+    from its CHECKS by parsing the file: no TensorFlow here)."""
+    tree = ast.parse((REPO / "tests" / "agents" / "test_learning.py").read_text())
+    checks = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CHECKS"
+    )
+    expected = {
+        call.args[1].value: float(call.args[3].value)
+        for call in checks.elts
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Check"
+    }
+    assert len(expected) == len(checks.elts) >= 8
+    rows = table_rows(section(DOCS / "contributing.md", "Tests"))
+    documented = {}
+    for row in rows:
+        gin_file = CODE_SPAN.search(row[1]).group(1)
+        documented[gin_file] = float(row[3])
+    documented.pop("dqn_cartpole.gin")  # the CLI check, asserted in its own test
+    assert documented == expected
