@@ -109,16 +109,23 @@ def timings(run_dir: Path) -> tuple[float | None, dict[str, float]]:
     if (run_dir / ARCHIVE_INFO).is_file():
         info = json.loads((run_dir / ARCHIVE_INFO).read_text(encoding="utf-8"))
         return info.get("wall_s"), info.get("eval_s", {})
+    newest = newest_checkpoint(run_dir)
+    if newest is None:
+        return None, {}
+    loop = json.loads((newest[1] / "loop.json").read_text(encoding="utf-8"))
+    return loop.get("wall_s"), loop.get("eval_s", {})
+
+
+def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(env steps, folder) of the run's newest complete checkpoint, if it has one: where an
+    unfinished run stands (its last evaluation may be well behind, after a SIGTERM)."""
     sealed = []
     if (run_dir / "checkpoints").is_dir():
         for path in (run_dir / "checkpoints").iterdir():
             match = _CHECKPOINT.match(path.name)
             if match and (path / _MANIFEST).is_file() and (path / "loop.json").is_file():
                 sealed.append((int(match.group(1)), path))
-    if not sealed:
-        return None, {}
-    loop = json.loads((max(sealed)[1] / "loop.json").read_text(encoding="utf-8"))
-    return loop.get("wall_s"), loop.get("eval_s", {})
+    return max(sealed) if sealed else None
 
 
 def revision_of(run_dir: Path) -> str:
@@ -150,6 +157,10 @@ def result_from(game: str, seed: int, source: Path | None, log: Path | None) -> 
     finished = run is not None and run.finished()
     archived = exists and (source / ARCHIVE_INFO).is_file()
     wall_s, eval_s = timings(source) if exists else (None, {})
+    env_steps = run.last_step if run is not None else 0
+    newest = newest_checkpoint(source) if exists and not finished else None
+    if newest is not None:
+        env_steps = max(env_steps, newest[0])
     peak = usage.peak_rss_mb(log) if log is not None else None
     if archived:
         info = json.loads((source / ARCHIVE_INFO).read_text(encoding="utf-8"))
@@ -161,7 +172,7 @@ def result_from(game: str, seed: int, source: Path | None, log: Path | None) -> 
         log=log,
         archived=archived,
         finished=finished,
-        env_steps=run.last_step if run is not None else 0,
+        env_steps=env_steps,
         final_score=run.final_return if run is not None and finished else None,
         revision=revision_of(source) if exists else "unknown",
         wall_s=wall_s,

@@ -88,6 +88,18 @@ def test_results_count_finished_runs_with_their_wall_times_and_memory(tmp_path: 
     assert (unfinished.eval_wall_s, unfinished.final_eval_wall_s) == (72.0, 0.0)
 
 
+def test_an_unfinished_run_stands_at_its_newest_checkpoint(tmp_path: Path):
+    """A run stopped by SIGTERM checkpoints past its last evaluation: the report counts the
+    checkpoint's steps (what a resume starts from), not the evaluation's."""
+    run_dir = tmp_path / "out" / "Pong" / "s0"
+    fake_run(run_dir, 0, [(0, -21.0)], 10.0, game="Pong")
+    store = CheckpointStore(run_dir / "checkpoints", keep=2)
+    store.save(7_808, lambda d: rundir.write_json(d / "loop.json", {"wall_s": 190.0}))
+    (result,) = a_suite(tmp_path / "out", None, games="Pong", seeds="0").results()
+    run = result.game_run("out")
+    assert (run.env_steps, run.wall_s, run.final_score) == (7_808, 190.0, None)
+
+
 def test_finished_runs_outlive_their_run_directories_in_the_archive(tmp_path: Path, capsys):
     """runs/ is gone on the next machine: the records still make the report, and the suite
     trains only the runs that have none."""
