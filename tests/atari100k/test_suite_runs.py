@@ -12,7 +12,12 @@ from pathlib import Path
 from pipeline.sweep import usage
 from tests.agents.test_agents import TINY_BREAKOUT
 from tests.conftest import REPO
-from tests.sweep.test_slurm import diagnostics, squeue_states, wait_for
+from tests.sweep.test_slurm import (
+    diagnostics,
+    requeue_once_checkpointed,
+    squeue_states,
+    wait_for,
+)
 
 GAMES = ("Breakout", "Pong")
 
@@ -67,14 +72,7 @@ def test_the_suite_as_a_slurm_array_requeued_mid_run_then_reported(slurm_cluster
     ours = {*tasks.values(), record["aggregate_job_id"]}
     task, run = tasks["Breakout/s0"], out / "Breakout" / "s0"
     try:
-        wait_for(
-            lambda: squeue_states().get(task) == "RUNNING" and any(run.glob("checkpoints/ckpt-*")),
-            240, f"task {task} running with a checkpoint", out,
-        )  # fmt: skip
-        requeue = subprocess.run(
-            ["scontrol", "requeue", task], capture_output=True, text=True, timeout=60
-        )
-        assert requeue.returncode == 0, requeue.stderr
+        requeue_once_checkpointed(task, run, out)
         wait_for(
             lambda: not ours & set(squeue_states()) and (out / "report.json").exists(),
             400, "the array and the report job to finish", out,

@@ -65,6 +65,19 @@ def wait_for(condition, timeout_s: float, what: str, sweep_dir: Path) -> None:
         time.sleep(1.0)
 
 
+def requeue_once_checkpointed(task: str, run: Path, sweep_dir: Path) -> None:
+    """Requeues array task `task` (as a pre-emption would) once it runs and `run` holds a
+    checkpoint to resume from."""
+    wait_for(
+        lambda: squeue_states().get(task) == "RUNNING" and any(run.glob("checkpoints/ckpt-*")),
+        240, f"task {task} running with a checkpoint", sweep_dir,
+    )  # fmt: skip
+    requeue = subprocess.run(
+        ["scontrol", "requeue", task], capture_output=True, text=True, timeout=60
+    )
+    assert requeue.returncode == 0, requeue.stderr
+
+
 def test_array_task_requeued_mid_run_resumes_and_the_sweep_aggregates(slurm_cluster, tmp_path):
     sweep_dir = tmp_path / "sw"
     bindings = [f"--gin_bindings={b}" for b in TINY_RUN if "total_env_steps" not in b]
@@ -160,14 +173,7 @@ def test_a_requeued_breakout_job_resumes_from_the_step_it_stopped_at(slurm_clust
     run = sweep_dir / run_dir
     ours = {task, record["aggregate_job_id"]}
     try:
-        wait_for(
-            lambda: squeue_states().get(task) == "RUNNING" and any(run.glob("checkpoints/ckpt-*")),
-            240, f"task {task} running with a checkpoint", sweep_dir,
-        )  # fmt: skip
-        requeue = subprocess.run(
-            ["scontrol", "requeue", task], capture_output=True, text=True, timeout=60
-        )
-        assert requeue.returncode == 0, requeue.stderr
+        requeue_once_checkpointed(task, run, sweep_dir)
         wait_for(lambda: not ours & set(squeue_states()), 400, "the job to finish", sweep_dir)
     finally:
         left = ours & set(squeue_states())
